@@ -1,0 +1,52 @@
+"""jaxem: Expectation-Maximization on JAX.
+
+Declare a model by its log complete-likelihood (and optionally a log prior),
+then fit it by EM with many restarts in parallel:
+
+    >>> import jax, jaxem as em
+    >>> from jaxem import priors
+    >>> model = em.Mixture(em.Normal(), n_components=3, weights_prior=priors.Dirichlet(1.5))
+    >>> res = em.fit(model, x, key=jax.random.key(0), restarts=64)
+"""
+
+from jaxem import constraints, priors
+from jaxem.estep import log_likelihood, predict, responsibilities
+from jaxem.families import (
+    Bernoulli,
+    Binomial,
+    BinomialParams,
+    ClosedForm,
+    Family,
+    Normal,
+    NormalParams,
+    register_m_step,
+)
+from jaxem.fit import ConvergenceWarning, FitResult, fit
+from jaxem.mixture import Mixture, MixtureParams
+from jaxem.model import Model
+from jaxem.mstep import GradientOptions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Model",
+    "Mixture",
+    "MixtureParams",
+    "fit",
+    "FitResult",
+    "ConvergenceWarning",
+    "responsibilities",
+    "log_likelihood",
+    "predict",
+    "GradientOptions",
+    "Family",
+    "ClosedForm",
+    "register_m_step",
+    "Normal",
+    "NormalParams",
+    "Binomial",
+    "Bernoulli",
+    "BinomialParams",
+    "constraints",
+    "priors",
+]

@@ -1,0 +1,171 @@
+"""The component-density protocol and the registry of closed-form M-steps.
+
+A family describes one component density. ``log_prob(params, x)`` takes the
+parameters of *one* component and data ``x`` of shape ``(N,)`` or ``(N, D)``
+and returns ``(N,)`` log densities; ``init(key, x, n_components)`` returns
+parameters with a leading ``(n_components,)`` axis on every leaf. A mixture
+evaluates ``log_prob`` for all components with ``jax.vmap``.
+
+A closed-form M-step is attached with :func:`register_m_step`. It is used only
+for the exact class it was registered for (a subclass that changes
+``log_prob`` must not inherit an update that maximises another density), and
+only when its ``applies(family)`` says the family's priors are covered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxem import constraints as _constraints
+from jaxem.priors import Prior
+
+__all__ = ["Family", "ClosedForm", "register_m_step", "closed_form_for"]
+
+
+class Family:
+    """Base class for component densities.
+
+    Subclasses define ``constraints`` (a dict: field -> constraint; missing
+    fields are real), ``log_prob`` and ``init``. Built-in families take a
+    ``<field>_prior`` keyword per field; a custom family may set
+    ``self.priors = {"field": prior_or_function}`` to get the same behaviour.
+
+    Example:
+        >>> class Laplace(em.Family):
+        ...     constraints = {"scale": constraints.positive}
+        ...     def log_prob(self, params, x):
+        ...         b = params["scale"]
+        ...         return -jnp.abs(x - params["loc"]) / b - jnp.log(2 * b)
+        ...     def init(self, key, x, n_components):
+        ...         return {"loc": jax.random.choice(key, x, (n_components,)),
+        ...                 "scale": jnp.full(n_components, jnp.std(x))}
+    """
+
+    constraints: dict = {}
+
+    def log_prob(self, params, x):
+        """Log density of one component at each row of ``x``: ``(N,)``."""
+        raise NotImplementedError(f"{type(self).__name__} must define log_prob(params, x)")
+
+    def init(self, key, x, n_components: int):
+        """Random start: parameters with a leading ``(n_components,)`` axis."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define init(key, x, n_components) to draw restarts"
+        )
+
+    def validate_data(self, x) -> None:
+        """Raise ``ValueError`` when ``x`` (a host array) is outside the support."""
+
+    @property
+    def field_priors(self) -> dict:
+        """The priors per parameter field (``None`` entries mean flat)."""
+        return {k: v for k, v in getattr(self, "priors", {}).items() if v is not None}
+
+    def log_prior(self, params) -> jax.Array:
+        """Sum of the field priors over all components (``params`` has the K axis)."""
+        total = jnp.zeros((), jnp.result_type(float))
+        for field, prior in self.field_priors.items():
+            value = params[field] if isinstance(params, dict) else getattr(params, field)
+            total = total + jnp.sum(prior(value))
+        return total
+
+    def __repr__(self) -> str:
+        fp = ", ".join(f"{k}_prior={v!r}" for k, v in self.field_priors.items())
+        return f"{type(self).__name__}({fp})"
+
+
+def check_prior(owner: str, field: str, prior) -> Any:
+    """Validate a ``<field>_prior`` argument: None, a ``Prior``, or a callable."""
+    if prior is None or isinstance(prior, Prior) or callable(prior):
+        return prior
+    raise TypeError(
+        f"{owner}: {field}_prior must be a jaxem.priors object or a function "
+        f"value -> log density, got {type(prior).__name__}."
+    )
+
+
+class ClosedForm(NamedTuple):
+    """A registered closed-form (or ECM) M-step for one family class.
+
+    Two kinds:
+
+    * statistics-based: ``sufficient_stats(family, params, x, resp, sample_weight)``
+      returns a pytree with a leading ``(K,)`` axis that is a *sum over rows*
+      (so data can be chunked or sharded and the pieces added), and
+      ``update(family, params, stats)`` returns the new component parameters;
+    * responsibility-based (``sufficient_stats is None``):
+      ``update(family, params, x, resp, sample_weight)`` sees the data directly.
+
+    ``applies(family)`` says whether the family's priors are ones this update
+    maximises exactly; otherwise the gradient M-step is used.
+    """
+
+    update: Callable
+    sufficient_stats: Callable | None = None
+    applies: Callable = lambda family: True
+
+
+_REGISTRY: dict[type, ClosedForm] = {}
+
+
+def register_m_step(
+    family_cls: type,
+    update: Callable | None = None,
+    *,
+    sufficient_stats: Callable | None = None,
+    applies: Callable | None = None,
+):
+    """Attach a closed-form M-step to ``family_cls``.
+
+    The update must never decrease the component part of
+    ``Q(θ|θt) + log prior``; where it is exact, the gradient of that objective
+    vanishes at its output.
+
+    Used as a decorator for a responsibility-based update::
+
+        @em.register_m_step(Weibull)
+        def weibull_update(family, params, x, resp, sample_weight):
+            ...  # resp: (N, K), sample_weight: (N,) -> params with the K axis
+            return new_params
+
+    or directly, with additive sufficient statistics (which later chunked or
+    sharded fits need)::
+
+        em.register_m_step(MyFamily, update=update_from_stats,
+                           sufficient_stats=stats, applies=lambda fam: True)
+    """
+    if not isinstance(family_cls, type) or not issubclass(family_cls, Family):
+        raise TypeError(
+            f"register_m_step: family_cls must be a subclass of em.Family, got {family_cls!r}."
+        )
+    applies = applies if applies is not None else (lambda family: True)
+
+    def register(fn: Callable) -> Callable:
+        if not callable(fn):
+            raise TypeError("register_m_step: update must be callable.")
+        if sufficient_stats is not None and not callable(sufficient_stats):
+            raise TypeError("register_m_step: sufficient_stats must be callable.")
+        _REGISTRY[family_cls] = ClosedForm(fn, sufficient_stats, applies)
+        return fn
+
+    if update is None:
+        return register
+    register(update)
+    return update
+
+
+def closed_form_for(family: Family) -> ClosedForm | None:
+    """The closed form registered for ``type(family)``, if it covers its priors."""
+    cf = _REGISTRY.get(type(family))
+    if cf is None or not cf.applies(family):
+        return None
+    return cf
+
+
+def component_constraints(family: Family, params):
+    """Constraint per leaf of a family's parameters."""
+    return _constraints.broadcast(dict(family.constraints), params)

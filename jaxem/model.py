@@ -1,0 +1,153 @@
+"""``em.Model``: a latent-variable model given by its log complete-likelihood.
+
+The engine (:mod:`jaxem.fit`) talks to a model through three pure functions:
+``_expect`` (the E-step: objective and whatever the M-step consumes),
+``_maximize`` (the M-step) and ``_draw`` (one random start). ``Model``
+implements them from the user's ``log_joint`` / ``log_prior`` / ``m_step``;
+:class:`jaxem.Mixture` overrides them to work from sufficient statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxem import _validation
+from jaxem import constraints as _constraints
+from jaxem.estep import e_step
+from jaxem.mstep import GradientOptions, maximize
+
+__all__ = ["Model"]
+
+
+class Model:
+    """A model with discrete latent states, fitted by EM.
+
+    Args:
+        log_joint: ``log_joint(params, x) -> (N, K)``, the values
+            ``log p(x_i, z_i = k | params)``.
+        log_prior: ``log_prior(params) -> scalar``; ``None`` fits the maximum
+            likelihood estimate.
+        constraints: a pytree prefix of ``params`` naming each leaf's support
+            (``constraints.real`` by default, ``positive``, ``unit_interval``,
+            ``simplex``, ``positive_definite``). A dict may omit real leaves.
+        m_step: optional closed-form (or ECM) update
+            ``m_step(params, x, resp, sample_weight) -> params`` that never
+            decreases ``Q + log prior``. Without it the M-step runs L-BFGS on
+            ``Q(θ|θt) + log prior`` until its gradient vanishes.
+        init: ``init(key, x) -> params``, one random start; needed for restarts.
+        gradient_options: stopping rules of the gradient M-step.
+
+    Example:
+        >>> def log_joint(params, x):
+        ...     return jax.scipy.stats.binom.logpmf(x[:, None], 10, params["p"]) + jnp.log(0.5)
+        >>> model = em.Model(log_joint, constraints={"p": constraints.unit_interval})
+        >>> res = em.fit(model, heads, init={"p": jnp.array([0.6, 0.5])}, max_iter=10, tol=0.0)
+    """
+
+    def __init__(
+        self,
+        log_joint: Callable,
+        log_prior: Callable | None = None,
+        *,
+        constraints: Any = None,
+        m_step: Callable | None = None,
+        init: Callable | None = None,
+        gradient_options: GradientOptions | None = None,
+    ):
+        for name, fn in (
+            ("log_joint", log_joint),
+            ("log_prior", log_prior),
+            ("m_step", m_step),
+            ("init", init),
+        ):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"Model: {name} must be callable, got {type(fn).__name__}.")
+        if log_joint is None:
+            raise TypeError("Model: log_joint is required: log_joint(params, x) -> (N, K).")
+        self._log_joint = log_joint
+        self._log_prior = log_prior
+        self.constraints = constraints
+        self.m_step = m_step
+        self.init = init
+        self.gradient_options = gradient_options or GradientOptions()
+        self._compiled: dict = {}
+
+    # -- the model -----------------------------------------------------------
+    def log_joint(self, params, x) -> jax.Array:
+        """``(N, K)`` values of ``log p(x_i, z_i = k | params)``."""
+        return self._log_joint(params, x)
+
+    def log_prior(self, params) -> jax.Array:
+        """Log prior density of ``params`` (0 for maximum likelihood)."""
+        if self._log_prior is None:
+            return jnp.zeros((), _validation.float_dtype())
+        return jnp.asarray(self._log_prior(params))
+
+    # -- the engine's protocol -------------------------------------------------
+    def _expect(self, params, x, sample_weight):
+        """E-step: ``(row_ll (N,), log_prior, m_input)``; ``m_input`` feeds ``_maximize``."""
+        resp, row_ll = e_step(self.log_joint(params, x))
+        return row_ll, self.log_prior(params), resp
+
+    def _maximize(self, params, x, sample_weight, resp):
+        """M-step from the responsibilities of the E-step at ``params``."""
+        if self.m_step is not None:
+            return self.m_step(params, x, resp, sample_weight)
+        total = jnp.sum(sample_weight)
+
+        def objective(theta):
+            lj = self.log_joint(theta, x)
+            q = jnp.sum(jnp.where(resp > 0, sample_weight[:, None] * resp * lj, 0))
+            return (q + self.log_prior(theta)) / total
+
+        leaves = _constraints.broadcast(self.constraints, params)
+        return maximize(objective, params, leaves, self.gradient_options)
+
+    def _draw(self, key, x):
+        """One random start."""
+        return self.init(key, x)
+
+    # -- host-side validation --------------------------------------------------
+    def _check_data(self, x: np.ndarray) -> None:
+        """Raise for data this model cannot take (host array)."""
+
+    def _can_draw(self) -> bool:
+        return self.init is not None
+
+    def _check_params(self, params, x):
+        """Validate user-given parameters; return them cast to the float dtype."""
+        dtype = _validation.float_dtype()
+
+        def cast(leaf):
+            arr = np.asarray(leaf)
+            if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer):
+                return jnp.asarray(arr, dtype)
+            raise TypeError(f"parameters must be numeric arrays, got a leaf of dtype {arr.dtype}.")
+
+        params = jax.tree.map(cast, params)
+        leaves = _constraints.broadcast(self.constraints, params)
+        flat, _ = jax.tree_util.tree_flatten_with_path(params)
+        cons = jax.tree.leaves(leaves, is_leaf=lambda c: isinstance(c, _constraints.Constraint))
+        for (path, leaf), con in zip(flat, cons, strict=False):
+            if not con.check(np.asarray(leaf)):
+                raise ValueError(
+                    f"init parameter {jax.tree_util.keystr(path)} is outside its support "
+                    f"({con!r}): {np.asarray(leaf)}."
+                )
+        out = jax.eval_shape(self.log_joint, params, x)
+        if out.ndim != 2 or out.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"log_joint(params, x) must return shape (N, K) = ({x.shape[0]}, K); "
+                f"it returned {out.shape}."
+            )
+        lp = jax.eval_shape(self.log_prior, params)
+        if lp.shape != ():
+            raise ValueError(
+                f"log_prior(params) must return a scalar; it returned shape {lp.shape}."
+            )
+        return params
