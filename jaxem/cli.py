@@ -10,10 +10,9 @@ import time
 def _table(headers, rows) -> str:
     cells = [headers] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False))  # noqa: E731
-    return "\n".join(
-        [line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]]
-    )
+    line = lambda r: "   " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
+    rule = "   " + "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
 
 
 def demo(restarts: int = 64, seed: int = 0) -> int:
@@ -82,11 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--restarts", type=int, default=64, help="random restarts (default 64)")
     p_demo.add_argument("--seed", type=int, default=0, help="PRNG seed for the restarts")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        if args.restarts < 1:
-            parser.error("--restarts must be >= 1")
+    if args.command == "demo" and args.restarts < 1:
+        parser.error("--restarts must be >= 1")
+    try:
         return demo(restarts=args.restarts, seed=args.seed)
-    return 2  # unreachable: argparse enforces the sub-command
+    except BrokenPipeError:  # e.g. `jaxem demo | head`: not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

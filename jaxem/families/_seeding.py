@@ -26,7 +26,7 @@ def kmeans_plus_plus(key, x, n_components: int):
     rows = as_rows(x)
     n = rows.shape[0]
     key_first, key_rest = jax.random.split(key)
-    first = jax.random.randint(key_first, (), 0, n)
+    first = jax.random.randint(key_first, (), 0, n, dtype=jnp.int32)
     d2 = jnp.sum((rows - rows[first]) ** 2, axis=-1)
     idx = jnp.zeros(n_components, jnp.int32).at[0].set(first)
 

@@ -1,0 +1,218 @@
+"""The fit loop: restarts, results, helpers, starting points, dtypes and bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import logsumexp, softmax
+
+import jaxem as em
+from jaxem import priors
+
+X = np.random.default_rng(3).normal(size=300) * np.repeat([1.0, 0.5], 150) + np.repeat([0, 4], 150)
+
+
+@pytest.fixture(scope="module")
+def ml_model():
+    return em.Mixture(em.Normal(), n_components=2)
+
+
+@pytest.fixture(scope="module")
+def ml_fit(ml_model):
+    return em.fit(ml_model, X, key=jax.random.key(0), restarts=8)
+
+
+def scipy_log_joint(params, x):
+    w = np.asarray(params.weights, np.float64)
+    mu = np.asarray(params.components.mean, np.float64)
+    sd = np.sqrt(np.asarray(params.components.var, np.float64))
+    return np.log(w) + stats.norm.logpdf(np.asarray(x, np.float64)[:, None], mu, sd)
+
+
+def test_best_restart_is_returned(ml_fit):
+    assert ml_fit.restart_objectives.shape == (8,)
+    assert ml_fit.objective == pytest.approx(np.max(ml_fit.restart_objectives), rel=0, abs=0)
+    assert ml_fit.history[-1] == pytest.approx(ml_fit.objective, rel=1e-7)
+    assert len(ml_fit.history) == ml_fit.n_iter + 1
+    assert ml_fit.converged
+
+
+def test_result_matches_an_independent_evaluation(ml_model, ml_fit):
+    """objective/log_likelihood/responsibilities/predict against scipy at the fitted params."""
+    lj = scipy_log_joint(ml_fit.params, X)
+    ll = logsumexp(lj, axis=1).sum()
+    assert ml_fit.log_likelihood == pytest.approx(ll, rel=1e-6)
+    assert ml_fit.objective == pytest.approx(ll, rel=1e-6)  # maximum likelihood: no prior
+    resp = np.asarray(em.responsibilities(ml_model, ml_fit.params, X))
+    np.testing.assert_allclose(resp, softmax(lj, axis=1), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(em.predict(ml_model, ml_fit.params, X)), lj.argmax(1))
+    assert float(em.log_likelihood(ml_model, ml_fit.params, X)) == pytest.approx(ll, rel=1e-6)
+
+
+def test_fit_is_an_ml_optimum(ml_fit):
+    """The gradient of the scipy log-likelihood vanishes at the fit (float64 finite differences)."""
+    from scipy.optimize import approx_fprime
+
+    w = np.asarray(ml_fit.params.weights, np.float64)
+    mu = np.asarray(ml_fit.params.components.mean, np.float64)
+    var = np.asarray(ml_fit.params.components.var, np.float64)
+
+    def ll(z):
+        ww = np.array([z[0], 1 - z[0]])
+        return logsumexp(
+            np.log(ww) + stats.norm.logpdf(X[:, None], z[1:3], np.sqrt(z[3:])), axis=1
+        ).sum()
+
+    g = approx_fprime(np.concatenate([[w[0]], mu, var]), ll, 1e-7)
+    assert np.max(np.abs(g)) < 0.05, g  # vs O(100) away from the optimum
+
+
+def test_restarts_draw_different_starts_and_same_key_repeats(ml_model):
+    a = em.fit(ml_model, X, key=jax.random.key(1), restarts=6, max_iter=0)
+    b = em.fit(ml_model, X, key=jax.random.key(2), restarts=6, max_iter=0)
+    c = em.fit(ml_model, X, key=jax.random.key(1), restarts=6, max_iter=0)
+    assert len(np.unique(a.restart_objectives)) > 1  # restarts differ within a fit
+    assert not np.array_equal(a.restart_objectives, b.restart_objectives)  # keys differ
+    np.testing.assert_array_equal(a.restart_objectives, c.restart_objectives)  # determinism
+    assert a.n_iter == 0 and not a.converged
+
+
+def test_int_seed_and_legacy_key_are_keys(ml_model):
+    a = em.fit(ml_model, X, key=5, restarts=3, max_iter=0)
+    b = em.fit(ml_model, X, key=jax.random.key(5), restarts=3, max_iter=0)
+    np.testing.assert_array_equal(a.restart_objectives, b.restart_objectives)
+    c = em.fit(ml_model, X, key=jax.random.PRNGKey(5), restarts=3, max_iter=0)
+    assert np.all(np.isfinite(c.restart_objectives))
+
+
+def test_init_from_arrays(ml_model):
+    """A mixture start built from plain arrays; max_iter=0 evaluates exactly that start."""
+    init = em.MixtureParams(
+        weights=np.array([0.3, 0.7]),
+        components=em.NormalParams(mean=np.array([-1.0, 3.0]), var=np.array([2.0, 1.0])),
+    )
+    res = em.fit(ml_model, X, init=init, max_iter=0)
+    ref = logsumexp(scipy_log_joint(init, X), axis=1).sum()
+    assert res.objective == pytest.approx(ref, rel=1e-6)
+    as_dict = {"weights": init.weights, "components": init.components}
+    res2 = em.fit(ml_model, X, init=as_dict, max_iter=0)
+    assert res2.objective == res.objective
+    full = em.fit(ml_model, X, init=init)
+    assert full.objective > res.objective
+
+
+def test_sample_weight_equals_repeated_rows(ml_model):
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 4, size=X.shape[0])
+    init = em.MixtureParams(
+        np.array([0.5, 0.5]), em.NormalParams(np.array([0.0, 3.0]), np.array([1.0, 1.0]))
+    )
+    a = em.fit(ml_model, X, init=init, sample_weight=counts, max_iter=200, tol=0.0)
+    b = em.fit(ml_model, np.repeat(X, counts), init=init, max_iter=200, tol=0.0)
+    for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=2e-4, atol=2e-4)
+    assert a.log_likelihood == pytest.approx(b.log_likelihood, rel=1e-5)
+
+
+def test_convergence_warning_when_max_iter_is_hit(ml_model):
+    with pytest.warns(em.ConvergenceWarning, match="max_iter=2"):
+        res = em.fit(ml_model, X, key=jax.random.key(0), restarts=2, max_iter=2)
+    assert not res.converged and res.n_iter == 2
+
+
+def test_float32_default_and_float64_under_x64(ml_model):
+    res = em.fit(ml_model, X, key=jax.random.key(0), restarts=2)
+    assert res.params.weights.dtype == jnp.float32
+    with jax.enable_x64(True):
+        res64 = em.fit(ml_model, X, key=jax.random.key(0), restarts=2)
+        assert res64.params.components.mean.dtype == jnp.float64
+    # float32 converges to the float64 optimum's digits (the default tol is tight enough).
+    for u, v in zip(jax.tree.leaves(res.params), jax.tree.leaves(res64.params), strict=True):
+        np.testing.assert_allclose(
+            np.sort(np.asarray(u)), np.sort(np.asarray(v)), rtol=2e-4, atol=1e-4
+        )
+
+
+# ---- bad input: errors before tracing, naming the argument -------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(x=np.array([1.0, np.nan, 2.0])), ValueError, "1 NaN"),
+        (dict(x=np.array([1.0, np.inf, 2.0])), ValueError, "infinite"),
+        (dict(x=np.zeros((3, 2, 2))), ValueError, "ndim=3"),
+        (dict(x=np.zeros(0)), ValueError, "empty"),
+        (dict(x=["a", "b"]), TypeError, "numbers"),
+        (dict(x=np.array([1.0])), ValueError, "n_components=2 is larger"),
+        (dict(restarts=0), ValueError, "restarts must be >= 1"),
+        (dict(restarts=2.5), TypeError, "restarts must be an integer"),
+        (dict(tol=-1.0), ValueError, "tol must be"),
+        (dict(tol=float("nan")), ValueError, "tol must be"),
+        (dict(max_iter=-1), ValueError, "max_iter"),
+        (dict(key=None), ValueError, "key="),
+        (dict(key="seed"), TypeError, "key must be"),
+        (dict(sample_weight=np.ones(3)), ValueError, "sample_weight must have shape"),
+        (dict(sample_weight=-np.ones(300)), ValueError, "sample_weight must be finite and >= 0"),
+    ],
+)
+def test_bad_input_is_rejected_before_tracing(ml_model, kwargs, error, match):
+    args = dict(x=X, key=jax.random.key(0), restarts=2)
+    args.update(kwargs)
+    x = args.pop("x")
+    with pytest.raises(error, match=match):
+        em.fit(ml_model, x, **args)
+
+
+def test_bad_init_is_rejected(ml_model):
+    good = em.MixtureParams(
+        np.array([0.5, 0.5]), em.NormalParams(np.array([0.0, 1.0]), np.array([1.0, 1.0]))
+    )
+    with pytest.raises(ValueError, match="restarts=3 with init"):
+        em.fit(ml_model, X, init=good, restarts=3)
+    with pytest.raises(ValueError, match="not both"):
+        em.fit(ml_model, X, init=good, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="sum to 1"):
+        em.fit(ml_model, X, init=good._replace(weights=np.array([0.5, 0.6])))
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        em.fit(ml_model, X, init=good._replace(weights=np.array([1.0])))
+    bad_var = good._replace(components=em.NormalParams(np.zeros(2), np.array([1.0, -1.0])))
+    with pytest.raises(ValueError, match="outside its support"):
+        em.fit(ml_model, X, init=bad_var)
+    short = good._replace(components=em.NormalParams(np.zeros(3), np.ones(3)))
+    with pytest.raises(ValueError, match="leading axis of n_components=2"):
+        em.fit(ml_model, X, init=short)
+
+
+def test_bad_model_arguments():
+    with pytest.raises(TypeError, match="instance"):
+        em.Mixture(em.Normal, n_components=2)
+    with pytest.raises(ValueError, match="n_components must be >= 1"):
+        em.Mixture(em.Normal(), n_components=0)
+    with pytest.raises(ValueError, match="concentration >= 1"):
+        em.Mixture(em.Normal(), n_components=2, weights_prior=priors.Dirichlet(0.5))
+    with pytest.raises(ValueError, match="3 concentrations but n_components=2"):
+        em.Mixture(em.Normal(), n_components=2, weights_prior=priors.Dirichlet([1.0, 2.0, 3.0]))
+    with pytest.raises(TypeError, match="mean_prior must be"):
+        em.Normal(mean_prior=3.0)
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        priors.InverseGamma(2.0, -1.0)
+    with pytest.raises(TypeError, match="log_joint must be callable"):
+        em.Model("not a function")
+    with pytest.raises(TypeError, match="em.Model or em.Mixture"):
+        em.fit(lambda p, x: x, X, key=0)
+
+
+def test_custom_model_errors():
+    model = em.Model(lambda p, x: x[:, None] * p["a"])  # no init
+    with pytest.raises(ValueError, match="no init"):
+        em.fit(model, X, key=jax.random.key(0), restarts=2)
+    with pytest.raises(ValueError, match=r"must return shape \(N, K\)"):
+        em.fit(em.Model(lambda p, x: x * p["a"]), X, init={"a": np.array(1.0)})
+    with pytest.raises(ValueError, match="not parameters"):
+        em.fit(
+            em.Model(lambda p, x: x[:, None] * p["a"], constraints={"b": em.constraints.real}),
+            X,
+            init={"a": np.array([1.0])},
+        )
