@@ -17,9 +17,7 @@ import jaxem as em
 from jaxem import priors
 
 rng = np.random.default_rng(0)
-x = np.concatenate(
-    [rng.normal(30, 1.75, 500), rng.normal(25, 1.0, 500), rng.normal(40, 0.25, 250)]
-)
+x = np.concatenate([rng.normal(30, 1.75, 500), rng.normal(25, 1.0, 500), rng.normal(40, 0.25, 250)])
 
 model = em.Mixture(
     em.Normal(mean_prior=priors.Normal(30.0, 5.0**0.5), var_prior=priors.InverseGamma(5.0, 1.0)),

@@ -25,7 +25,8 @@ model = em.Model(log_joint, constraints={"p": constraints.unit_interval})
 
 for n_iter in (1, 10):
     res = em.fit(model, heads, init={"p": jnp.array([0.6, 0.5])}, max_iter=n_iter, tol=0.0)
-    print(f"after {n_iter:2d} iteration(s): p = {res.params['p']}, log-likelihood {res.objective:.4f}")
+    p = res.params["p"]
+    print(f"after {n_iter:2d} iteration(s): p = {p}, log-likelihood {res.objective:.4f}")
 
 res = em.fit(model, heads, init={"p": jnp.array([0.6, 0.5])})
 print(f"converged={res.converged} after {res.n_iter} iterations: p = {res.params['p']}")
