@@ -1,6 +1,6 @@
-"""``em.Mixture``: a finite mixture of one component family.
+"""``em.Mixture``: a finite mixture of component densities.
 
-``log p(x_i, z_i = k) = log w_k + log f(x_i | θ_k)``. The M-step splits into
+``log p(x_i, z_i = k) = log w_k + log f_k(x_i | θ_k)``. The M-step splits into
 independent pieces, each solved the best available way:
 
 * weights: closed form for a flat or ``priors.Dirichlet`` prior
@@ -9,6 +9,11 @@ independent pieces, each solved the best available way:
 * components: the family's registered closed form from additive sufficient
   statistics when its priors are covered, else the gradient M-step on
   ``Σ_ik r_ik log f(x_i | θ_k) + log prior(θ)``.
+
+Internally the components are *blocks*: one block of K components for a
+single family, or one block of one component per entry of a list of families
+(a heterogeneous mixture). Every block holds its parameters with a leading
+component axis, so the same code serves both.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ class MixtureParams(NamedTuple):
 
     Attributes:
         weights: ``(K,)`` mixing proportions (non-negative, summing to 1).
-        components: the family's parameters with a leading ``(K,)`` axis on
-            every leaf, e.g. ``em.NormalParams(mean=(K,), var=(K,))``.
+        components: for one family, its parameters with a leading ``(K,)``
+            axis on every leaf, e.g. ``em.NormalParams(mean=(K,), var=(K,))``;
+            for a list of families, a tuple with one entry per component, each
+            that family's parameters for one component (no K axis).
     """
 
     weights: jax.Array
@@ -45,16 +52,31 @@ class MixtureParams(NamedTuple):
 
 class _MixtureEStep(NamedTuple):
     counts: jax.Array  # (K,) Σ_i w_i r_ik
-    stats: Any  # the family's sufficient statistics, or None
-    resp: Any  # (N, K) responsibilities when the M-step needs them, or None
+    stats: tuple  # per block: the family's sufficient statistics, or None
+    resp: Any  # (N, K) responsibilities when some block's M-step needs them, else None
+
+
+def _is_family(obj) -> bool:
+    return isinstance(obj, Family)
+
+
+def _check_family(family, where: str) -> Family:
+    if isinstance(family, type) and issubclass(family, Family):
+        raise TypeError(
+            f"Mixture: {where} must be an instance, e.g. {family.__name__}(), not the class."
+        )
+    if not _is_family(family):
+        raise TypeError(f"Mixture: {where} must be an em.Family instance, got {family!r}.")
+    return family
 
 
 class Mixture(Model):
-    """A mixture of ``n_components`` components of one family.
+    """A mixture of ``n_components`` components of one family, or of a list of families.
 
     Args:
-        family: an ``em.Family`` instance (``em.Normal(...)``, a custom family).
-        n_components: K, the number of components.
+        family: an ``em.Family`` instance (``em.Normal(...)``, a custom family),
+            or a list of instances, one per component (a heterogeneous mixture).
+        n_components: K; inferred from a list of families.
         weights_prior: ``priors.Dirichlet`` (closed form; concentration >= 1 so
             that the mode exists), any function ``weights -> log density``
             (gradient M-step on the simplex), or ``None`` (maximum likelihood).
@@ -64,32 +86,42 @@ class Mixture(Model):
         >>> model = em.Mixture(em.Normal(), n_components=3, weights_prior=priors.Dirichlet(1.5))
         >>> res = em.fit(model, x, key=jax.random.key(0), restarts=64)
         >>> res.params.weights, res.params.components.mean
+        >>> both = em.Mixture([em.Normal(), MyLaplace()])   # params.components: a 2-tuple
     """
 
     def __init__(
         self,
-        family: Family,
-        n_components: int,
+        family: Family | list | tuple,
+        n_components: int | None = None,
         *,
         weights_prior=None,
         gradient_options: GradientOptions | None = None,
     ):
         if isinstance(family, (list, tuple)):
-            raise TypeError(
-                "Mixture: mixing different families (a list) is not supported yet; "
-                "pass one em.Family instance."
-            )
-        if isinstance(family, type) and issubclass(family, Family):
-            raise TypeError(
-                f"Mixture: family must be an instance, e.g. {family.__name__}(), not the class."
-            )
-        if not isinstance(family, Family):
-            raise TypeError(f"Mixture: family must be an em.Family instance, got {family!r}.")
-        if isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral):
-            raise TypeError(f"Mixture: n_components must be an integer, got {n_components!r}.")
-        if n_components < 1:
-            raise ValueError(f"Mixture: n_components must be >= 1, got {n_components}.")
-        n_components = int(n_components)
+            families = tuple(_check_family(f, f"family[{i}]") for i, f in enumerate(family))
+            if not families:
+                raise ValueError("Mixture: the list of families is empty.")
+            if n_components is not None and n_components != len(families):
+                raise ValueError(
+                    f"Mixture: n_components={n_components} but {len(families)} families were "
+                    "given; omit n_components for a list of families."
+                )
+            n_components = len(families)
+            self.family = None
+            self.families = families
+            self._blocks = [(f, 1) for f in families]
+        else:
+            family = _check_family(family, "family")
+            if n_components is None:
+                raise TypeError("Mixture: n_components is required for a single family.")
+            if isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral):
+                raise TypeError(f"Mixture: n_components must be an integer, got {n_components!r}.")
+            if n_components < 1:
+                raise ValueError(f"Mixture: n_components must be >= 1, got {n_components}.")
+            n_components = int(n_components)
+            self.family = family
+            self.families = None
+            self._blocks = [(family, n_components)]
         if weights_prior is not None and not callable(weights_prior):
             raise TypeError(
                 "Mixture: weights_prior must be priors.Dirichlet, a function weights -> log "
@@ -107,7 +139,6 @@ class Mixture(Model):
                     "Mixture: weights_prior=priors.Dirichlet(concentration) needs concentration "
                     f">= 1 for the posterior mode to exist; got {weights_prior.concentration}."
                 )
-        self.family = family
         self.n_components = n_components
         self.weights_prior = weights_prior
         self.gradient_options = gradient_options or GradientOptions()
@@ -117,48 +148,111 @@ class Mixture(Model):
 
     def __repr__(self) -> str:
         wp = "" if self.weights_prior is None else f", weights_prior={self.weights_prior!r}"
+        if self.families is not None:
+            return f"Mixture([{', '.join(map(repr, self.families))}]{wp})"
         return f"Mixture({self.family!r}, n_components={self.n_components}{wp})"
+
+    # -- blocks ------------------------------------------------------------------
+    def _to_blocks(self, components) -> list:
+        """Block parameters, each with a leading component axis."""
+        if self.families is None:
+            return [components]
+        return [jax.tree.map(lambda a: jnp.asarray(a)[None], c) for c in components]
+
+    def _from_blocks(self, blocks: list):
+        if self.families is None:
+            return blocks[0]
+        return tuple(jax.tree.map(lambda a: a[0], b) for b in blocks)
+
+    def _slices(self):
+        start = 0
+        for family, n in self._blocks:
+            yield family, slice(start, start + n)
+            start += n
 
     @property
     def constraints(self):
-        return MixtureParams(_constraints.simplex, dict(self.family.constraints))
+        if self.families is None:
+            comps = dict(self.family.constraints)
+        else:
+            comps = tuple(dict(f.constraints) for f in self.families)
+        return MixtureParams(_constraints.simplex, comps)
 
     # -- the model -------------------------------------------------------------
     def component_log_prob(self, components, x) -> jax.Array:
         """``(N, K)`` log densities of each row under each component."""
-        return jax.vmap(self.family.log_prob, in_axes=(0, None), out_axes=1)(components, x)
+        parts = [
+            family.log_prob_components(block, x)
+            for (family, _), block in zip(self._blocks, self._to_blocks(components), strict=True)
+        ]
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
     def log_joint(self, params, x) -> jax.Array:
         return jnp.log(params.weights) + self.component_log_prob(params.components, x)
 
     def log_prior(self, params) -> jax.Array:
-        lp = self.family.log_prior(params.components)
+        lp = sum(
+            family.log_prior(block)
+            for (family, _), block in zip(
+                self._blocks, self._to_blocks(params.components), strict=True
+            )
+        )
         if self.weights_prior is not None:
             lp = lp + jnp.sum(self.weights_prior(params.weights))
         return lp
+
+    def sample(self, key, params, n: int):
+        """Draw ``n`` rows: ``(x, labels)`` with ``x`` of shape ``(n,)`` plus the event shape.
+
+        Example:
+            >>> x, z = model.sample(jax.random.key(0), res.params, 1000)
+        """
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"sample: n must be a positive integer, got {n!r}.")
+        key_z, key_x = jax.random.split(key)
+        labels = jax.random.categorical(key_z, jnp.log(params.weights), shape=(n,))
+        draws = []
+        for i, ((family, k), block) in enumerate(
+            zip(self._blocks, self._to_blocks(params.components), strict=True)
+        ):
+            keys = jax.random.split(jax.random.fold_in(key_x, i), k)
+            draws.append(jax.vmap(family.sample, in_axes=(0, 0, None))(keys, block, n))
+        every = jnp.concatenate(draws, axis=0)  # (K, n, ...)
+        return every[labels, jnp.arange(n)], labels
 
     # -- the engine's protocol ---------------------------------------------------
     def _expect(self, params, x, sample_weight):
         resp, row_ll = e_step(self.log_joint(params, x))
         counts = jnp.sum(resp * sample_weight[:, None], axis=0)
-        cf = closed_form_for(self.family)
-        if cf is not None and cf.sufficient_stats is not None:
-            stats = cf.sufficient_stats(self.family, params.components, x, resp, sample_weight)
-            m_input = _MixtureEStep(counts, stats, None)
-        else:
-            m_input = _MixtureEStep(counts, None, resp)
+        stats, need_resp = [], False
+        for (family, sl), block in zip(
+            self._slices(), self._to_blocks(params.components), strict=True
+        ):
+            cf = closed_form_for(family)
+            if cf is not None and cf.sufficient_stats is not None:
+                stats.append(cf.sufficient_stats(family, block, x, resp[:, sl], sample_weight))
+            else:
+                stats.append(None)
+                need_resp = True
+        m_input = _MixtureEStep(counts, tuple(stats), resp if need_resp else None)
         return row_ll, self.log_prior(params), m_input
 
     def _maximize(self, params, x, sample_weight, m_input):
         weights = self._update_weights(params.weights, m_input.counts)
-        cf = closed_form_for(self.family)
-        if cf is not None and cf.sufficient_stats is not None:
-            comps = cf.update(self.family, params.components, m_input.stats)
-        elif cf is not None:
-            comps = cf.update(self.family, params.components, x, m_input.resp, sample_weight)
-        else:
-            comps = self._gradient_components(params.components, x, sample_weight, m_input.resp)
-        return MixtureParams(weights, comps)
+        blocks = []
+        for (family, sl), block, stats in zip(
+            self._slices(), self._to_blocks(params.components), m_input.stats, strict=True
+        ):
+            cf = closed_form_for(family)
+            if stats is not None:
+                blocks.append(cf.update(family, block, stats))
+            elif cf is not None:
+                resp = m_input.resp[:, sl]
+                blocks.append(cf.update(family, block, x, resp, sample_weight))
+            else:
+                resp = m_input.resp[:, sl]
+                blocks.append(self._gradient_block(family, block, x, sample_weight, resp))
+        return MixtureParams(weights, self._from_blocks(blocks))
 
     def _update_weights(self, weights, counts):
         prior = self.weights_prior
@@ -174,22 +268,23 @@ class Mixture(Model):
         leaves = _constraints.broadcast(_constraints.simplex, weights)
         return maximize(objective, weights, leaves, self.gradient_options)
 
-    def _gradient_components(self, components, x, sample_weight, resp):
+    def _gradient_block(self, family, block, x, sample_weight, resp):
         wr = resp * sample_weight[:, None]
         total = jnp.sum(sample_weight)
 
         def objective(theta):
-            lp = self.component_log_prob(theta, x)
+            lp = family.log_prob_components(theta, x)
             q = jnp.sum(jnp.where(wr > 0, wr * lp, 0))
-            return (q + self.family.log_prior(theta)) / total
+            return (q + family.log_prior(theta)) / total
 
-        leaves = component_constraints(self.family, components)
-        return maximize(objective, components, leaves, self.gradient_options)
+        leaves = component_constraints(family, block)
+        return maximize(objective, block, leaves, self.gradient_options)
 
     def _draw(self, key, x):
         k = self.n_components
-        comps = self.family.init(key, x, k)
-        return MixtureParams(jnp.full((k,), 1.0 / k, x.dtype), comps)
+        keys = jax.random.split(key, len(self._blocks))
+        blocks = [family.init(kk, x, n) for (family, n), kk in zip(self._blocks, keys, strict=True)]
+        return MixtureParams(jnp.full((k,), 1.0 / k, x.dtype), self._from_blocks(blocks))
 
     # -- host-side validation ------------------------------------------------------
     def _can_draw(self) -> bool:
@@ -201,7 +296,8 @@ class Mixture(Model):
                 f"n_components={self.n_components} is larger than the number of samples "
                 f"({x.shape[0]}); use at most {x.shape[0]} components or more data."
             )
-        self.family.validate_data(x)
+        for family, _ in self._blocks:
+            family.validate_data(x)
 
     def _check_params(self, params, x):
         if isinstance(params, dict) and set(params) == {"weights", "components"}:
@@ -218,11 +314,18 @@ class Mixture(Model):
             raise ValueError(f"init weights must have shape ({k},), got {w.shape}.")
         if not (np.all(w >= 0) and abs(w.sum() - 1) < 1e-5):
             raise ValueError(f"init weights must be non-negative and sum to 1, got {w}.")
-        for path, leaf in jax.tree_util.tree_flatten_with_path(comps)[0]:
-            shape = np.shape(leaf)
-            if len(shape) == 0 or shape[0] != k:
+        if self.families is not None:
+            if not isinstance(comps, (tuple, list)) or len(comps) != k:
                 raise ValueError(
-                    f"init components{jax.tree_util.keystr(path)} must have a leading axis of "
-                    f"n_components={k}, got shape {shape}."
+                    f"init components must be a tuple of {k} parameter sets, one per family."
                 )
+            comps = tuple(comps)
+        else:
+            for path, leaf in jax.tree_util.tree_flatten_with_path(comps)[0]:
+                shape = np.shape(leaf)
+                if len(shape) == 0 or shape[0] != k:
+                    raise ValueError(
+                        f"init components{jax.tree_util.keystr(path)} must have a leading axis "
+                        f"of n_components={k}, got shape {shape}."
+                    )
         return super()._check_params(MixtureParams(w, comps), x)

@@ -37,11 +37,17 @@ def _hyper(name: str, value, *, positive: bool, owner: str) -> np.ndarray:
     return arr
 
 
+def _outside(mask, lp):
+    """-inf where the value is outside the support (as scipy.stats does), not nan."""
+    return jnp.where(mask, -jnp.inf, lp)
+
+
 class Prior:
     """Base class: a log density over a parameter value.
 
     ``log_prob(value)`` returns elementwise log densities (summed over the
-    last axis for the vector-valued ``Dirichlet``); a family sums them.
+    last axis for the vector-valued ``Dirichlet``), ``-inf`` outside the
+    support; a family sums them.
     ``support`` is the constraint of the values the prior is defined on.
     """
 
@@ -93,7 +99,8 @@ class Gamma(Prior):
 
     def log_prob(self, value):
         value, a, b = self._cast(value, self.concentration, self.rate)
-        return xlogy(a - 1, value) - b * value + a * jnp.log(b) - gammaln(a)
+        lp = xlogy(a - 1, value) - b * value + a * jnp.log(b) - gammaln(a)
+        return _outside(value < 0, lp)
 
     def __repr__(self):
         return f"priors.Gamma(concentration={self.concentration}, rate={self.rate})"
@@ -115,7 +122,9 @@ class InverseGamma(Prior):
 
     def log_prob(self, value):
         value, a, b = self._cast(value, self.concentration, self.scale)
-        return -(a + 1) * jnp.log(value) - b / value + a * jnp.log(b) - gammaln(a)
+        safe = jnp.where(value > 0, value, 1)
+        lp = -(a + 1) * jnp.log(safe) - b / safe + a * jnp.log(b) - gammaln(a)
+        return _outside(value <= 0, lp)
 
     def __repr__(self):
         return f"priors.InverseGamma(concentration={self.concentration}, scale={self.scale})"
@@ -133,7 +142,8 @@ class Beta(Prior):
     def log_prob(self, value):
         value, a, b = self._cast(value, self.a, self.b)
         log_beta = gammaln(a) + gammaln(b) - gammaln(a + b)
-        return xlogy(a - 1, value) + xlogy(b - 1, 1 - value) - log_beta
+        lp = xlogy(a - 1, value) + xlogy(b - 1, 1 - value) - log_beta
+        return _outside((value < 0) | (value > 1), lp)
 
     def __repr__(self):
         return f"priors.Beta(a={self.a}, b={self.b})"
@@ -162,7 +172,8 @@ class Dirichlet(Prior):
         value, alpha = self._cast(value, self.concentration)
         alpha = jnp.broadcast_to(alpha, value.shape[-1:])
         log_norm = jnp.sum(gammaln(alpha)) - gammaln(jnp.sum(alpha))
-        return jnp.sum(xlogy(alpha - 1, value), axis=-1) - log_norm
+        lp = jnp.sum(xlogy(alpha - 1, value), axis=-1) - log_norm
+        return _outside(jnp.any(value < 0, axis=-1), lp)
 
     def __repr__(self):
         return f"priors.Dirichlet(concentration={self.concentration})"

@@ -60,6 +60,18 @@ class Family:
     def validate_data(self, x) -> None:
         """Raise ``ValueError`` when ``x`` (a host array) is outside the support."""
 
+    def log_prob_components(self, components, x) -> jax.Array:
+        """``(N, K)`` log densities under every component (``components`` has the K axis).
+
+        The default maps :meth:`log_prob` over the components; families
+        override it to share work across components (e.g. one GEMM).
+        """
+        return jax.vmap(self.log_prob, in_axes=(0, None), out_axes=1)(components, x)
+
+    def sample(self, key, params, n: int) -> jax.Array:
+        """``n`` draws from one component: ``(n,)`` plus the event shape."""
+        raise NotImplementedError(f"{type(self).__name__} does not define sample(key, params, n)")
+
     @property
     def field_priors(self) -> dict:
         """The priors per parameter field (``None`` entries mean flat)."""
@@ -101,12 +113,16 @@ class ClosedForm(NamedTuple):
       ``update(family, params, x, resp, sample_weight)`` sees the data directly.
 
     ``applies(family)`` says whether the family's priors are ones this update
-    maximises exactly; otherwise the gradient M-step is used.
+    is written for; otherwise the gradient M-step is used. ``exact(family)``
+    says whether the update is the maximiser itself (the gradient of
+    ``Q + log prior`` vanishes there) rather than an ascent step (ECM, a few
+    sweeps of coordinate ascent): :func:`jaxem.check_m_step` tests accordingly.
     """
 
     update: Callable
     sufficient_stats: Callable | None = None
     applies: Callable = lambda family: True
+    exact: Callable = lambda family: True
 
 
 _REGISTRY: dict[type, ClosedForm] = {}
@@ -118,6 +134,7 @@ def register_m_step(
     *,
     sufficient_stats: Callable | None = None,
     applies: Callable | None = None,
+    exact: Callable | None = None,
 ):
     """Attach a closed-form M-step to ``family_cls``.
 
@@ -137,19 +154,24 @@ def register_m_step(
 
         em.register_m_step(MyFamily, update=update_from_stats,
                            sufficient_stats=stats, applies=lambda fam: True)
+
+    ``applies(family) -> bool`` restricts it to the priors it handles;
+    ``exact(family) -> bool`` says whether it is the exact maximiser.
+    Check any registered update with :func:`jaxem.check_m_step`.
     """
     if not isinstance(family_cls, type) or not issubclass(family_cls, Family):
         raise TypeError(
             f"register_m_step: family_cls must be a subclass of em.Family, got {family_cls!r}."
         )
     applies = applies if applies is not None else (lambda family: True)
+    exact = exact if exact is not None else (lambda family: True)
 
     def register(fn: Callable) -> Callable:
         if not callable(fn):
             raise TypeError("register_m_step: update must be callable.")
         if sufficient_stats is not None and not callable(sufficient_stats):
             raise TypeError("register_m_step: sufficient_stats must be callable.")
-        _REGISTRY[family_cls] = ClosedForm(fn, sufficient_stats, applies)
+        _REGISTRY[family_cls] = ClosedForm(fn, sufficient_stats, applies, exact)
         return fn
 
     if update is None:

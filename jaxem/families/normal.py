@@ -145,4 +145,9 @@ def _applies(family):
     )
 
 
-register_m_step(Normal, _update, sufficient_stats=_stats, applies=_applies)
+def _exact(family):
+    # With a mean prior the sweeps are coordinate ascent: close, not exact.
+    return family.priors["mean"] is None
+
+
+register_m_step(Normal, _update, sufficient_stats=_stats, applies=_applies, exact=_exact)
