@@ -9,7 +9,8 @@ then fit it by EM with many restarts in parallel:
     >>> res = em.fit(model, x, key=jax.random.key(0), restarts=64)
 """
 
-from jaxem import constraints, priors
+from jaxem import constraints, datasets, priors
+from jaxem.check import MStepCheck, PieceCheck, check_m_step
 from jaxem.estep import log_likelihood, predict, responsibilities
 from jaxem.families import (
     Bernoulli,
@@ -29,6 +30,10 @@ from jaxem.mstep import GradientOptions
 __version__ = "0.1.0"
 
 __all__ = [
+    "datasets",
+    "check_m_step",
+    "MStepCheck",
+    "PieceCheck",
     "Model",
     "Mixture",
     "MixtureParams",

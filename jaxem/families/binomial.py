@@ -78,6 +78,11 @@ class Binomial(Family):
         lp = log_choose + xlogy(x, p) + xlog1py(n - x, -p)
         return lp if x.ndim == 1 else jnp.sum(lp, axis=-1)
 
+    def sample(self, key, params, n):
+        p = jnp.asarray(params.p)
+        draws = jax.random.binomial(key, self.n_trials, p, shape=(n,) + p.shape)
+        return draws.astype(p.dtype)
+
     def init(self, key, x, n_components):
         """k-means++ on the success fractions; cluster means shrunk to the global one."""
         frac = x / self.n_trials

@@ -67,6 +67,10 @@ class Normal(Family):
         lp = -0.5 * (_LOG_2PI + jnp.log(params.var) + z * z / params.var)
         return lp if x.ndim == 1 else jnp.sum(lp, axis=-1)
 
+    def sample(self, key, params, n):
+        shape = (n,) + jnp.shape(params.mean)
+        return params.mean + jnp.sqrt(params.var) * jax.random.normal(key, shape, params.mean.dtype)
+
     def init(self, key, x, n_components):
         """k-means++ centres as means; within-cluster variances shrunk to the data's."""
         resp, centres = kmeans_plus_plus(key, x, n_components)
