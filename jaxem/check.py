@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxem import _validation
 from jaxem import constraints as _constraints
+from jaxem import priors as _priors
 from jaxem.estep import e_step
 from jaxem.families.base import closed_form_for, component_constraints
 from jaxem.mixture import Mixture
@@ -69,10 +70,21 @@ class MStepCheck:
             raise AssertionError(f"M-step check failed:\n{self!r}")
 
 
-def _grad_max(objective, params, leaves) -> float:
+def _grad_max(objective, params, leaves):
     u = _constraints.to_unconstrained(leaves, params)
     g = jax.grad(lambda v: objective(_constraints.to_constrained(leaves, v)))(u)
-    return float(max((jnp.max(jnp.abs(a)) for a in jax.tree.leaves(g)), default=0.0))
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(a)) for a in jax.tree.leaves(g)]))
+
+
+def _measure(objective, before, after, leaves) -> dict:
+    """Traced: the numbers a verdict needs, for one piece."""
+    return {
+        "before": objective(before),
+        "after": objective(after),
+        "g_before": _grad_max(objective, before, leaves),
+        "g_after": _grad_max(objective, after, leaves),
+        "new": after,
+    }
 
 
 def _supported(leaves, params) -> bool:
@@ -81,11 +93,10 @@ def _supported(leaves, params) -> bool:
     return all(c.check(np.asarray(p)) for c, p in zip(cons, flat, strict=True))
 
 
-def _piece(name, kind, objective, before, after, leaves, exact, rtol, atol) -> PieceCheck:
-    f_before, f_after = float(objective(before)), float(objective(after))
-    g_before = _grad_max(objective, before, leaves)
-    g_after = _grad_max(objective, after, leaves)
-    in_support = _supported(leaves, after)
+def _verdict(name, kind, m, leaves, exact, rtol, atol) -> PieceCheck:
+    f_before, f_after = float(m["before"]), float(m["after"])
+    g_before, g_after = float(m["g_before"]), float(m["g_after"])
+    in_support = _supported(leaves, m["new"])
     scale = max(abs(f_before), abs(f_after), 1.0)
     ascent = f_after >= f_before - rtol * scale
     stationary = (not exact) or g_after <= max(atol, rtol * g_before)
@@ -137,40 +148,91 @@ def check_m_step(
         if not model._can_draw():
             raise ValueError("check_m_step: pass params=, or give the model an init.")
         key = _validation.as_key(key if key is not None else 0)
-        params = model._draw(key, xd)
+        params = _cached(model, "draw", lambda m, k, x: m._draw(k, x))(key, xd)
     else:
         params = model._check_params(params, xd)
-    resp, _ = e_step(model.log_joint(params, xd))
-    total = jnp.sum(w)
-    wr = resp * w[:, None]
-
+    # One compiled program per check: eager op-by-op dispatch is several times slower.
     if isinstance(model, Mixture):
-        pieces = _check_mixture(model, xd, w, params, resp, wr, total, rtol, atol)
+        measured = _cached(model, "check", _measure_mixture)(xd, w, params)
+        described = _mixture_pieces(model, params)
+        pieces = [
+            _verdict(name, kind, m, leaves, exact, rtol, atol)
+            for (name, kind, leaves, exact), m in zip(described, measured, strict=True)
+        ]
     else:
         if model.m_step is None:
             raise ValueError(
                 "check_m_step: this model has no m_step to check (its M-step is the gradient one)."
             )
-
-        def objective(theta):
-            lj = model.log_joint(theta, xd)
-            return (jnp.sum(jnp.where(wr > 0, wr * lj, 0)) + model.log_prior(theta)) / total
-
-        new = model.m_step(params, xd, resp, w)
+        measured = _cached(model, "check", _measure_model)(xd, w, params)
         leaves = _constraints.broadcast(model.constraints, params)
-        pieces = [_piece("model", "user m_step", objective, params, new, leaves, True, rtol, atol)]
+        pieces = [_verdict("model", "user m_step", measured, leaves, True, rtol, atol)]
     if not pieces:
         raise ValueError("check_m_step: no piece of this model's M-step has a closed form.")
     return MStepCheck(tuple(pieces), all(p.ok for p in pieces))
 
 
-def _check_mixture(model, x, w, params, resp, wr, total, rtol, atol):
-    pieces = []
-    counts = jnp.sum(wr, axis=0)
-    prior = model.weights_prior
-    from jaxem import priors as _priors
+def _cached(model, name, fn):
+    """``jit(fn)`` bound to ``model``, compiled once per model instance (and shapes)."""
+    compiled = model._compiled.get(name)
+    if compiled is None:
+        compiled = model._compiled[name] = jax.jit(lambda *args: fn(model, *args))
+    return compiled
 
-    if prior is None or isinstance(prior, _priors.Dirichlet):
+
+def _q_objective(log_density, log_prior, wr, total):
+    """``(Σ_ik w_i r_ik log f_k(x_i | θ) + log prior(θ)) / Σ w``, as a function of θ."""
+
+    def objective(theta):
+        lp = log_density(theta)
+        return (jnp.sum(jnp.where(wr > 0, wr * lp, 0)) + log_prior(theta)) / total
+
+    return objective
+
+
+def _measure_model(model, x, w, params):
+    resp, _ = e_step(model.log_joint(params, x))
+    objective = _q_objective(
+        lambda t: model.log_joint(t, x), model.log_prior, resp * w[:, None], jnp.sum(w)
+    )
+    new = model.m_step(params, x, resp, w)
+    return _measure(objective, params, new, _constraints.broadcast(model.constraints, params))
+
+
+def _weights_checked(model) -> bool:
+    return model.weights_prior is None or isinstance(model.weights_prior, _priors.Dirichlet)
+
+
+def _closed_blocks(model, params):
+    blocks = model._to_blocks(params.components)
+    for i, ((family, sl), block) in enumerate(zip(model._slices(), blocks, strict=True)):
+        cf = closed_form_for(family)
+        if cf is not None:
+            yield i, family, sl, block, cf
+
+
+def _mixture_pieces(model, params):
+    """Host-side description of the pieces, in the order _measure_mixture returns them."""
+    out = []
+    if _weights_checked(model):
+        leaves = _constraints.broadcast(_constraints.simplex, params.weights)
+        out.append(("weights", "closed form", leaves, True))
+    for i, family, _, block, cf in _closed_blocks(model, params):
+        exact = bool(cf.exact(family))
+        suffix = f" [{i}]" if model.families is not None else ""
+        name = f"{type(family).__name__} components{suffix}"
+        kind = "closed form" if exact else "ECM (ascent)"
+        out.append((name, kind, component_constraints(family, block), exact))
+    return out
+
+
+def _measure_mixture(model, x, w, params):
+    resp, _ = e_step(model.log_joint(params, x))
+    wr, total = resp * w[:, None], jnp.sum(w)
+    counts = jnp.sum(wr, axis=0)
+    measured = []
+    if _weights_checked(model):
+        prior = model.weights_prior
 
         def weights_objective(weights):
             ll = jnp.sum(jnp.where(counts > 0, counts * jnp.log(weights), 0))
@@ -179,40 +241,14 @@ def _check_mixture(model, x, w, params, resp, wr, total, rtol, atol):
 
         new_w = model._update_weights(params.weights, counts)
         leaves = _constraints.broadcast(_constraints.simplex, params.weights)
-        pieces.append(
-            _piece(
-                "weights",
-                "closed form",
-                weights_objective,
-                params.weights,
-                new_w,
-                leaves,
-                True,
-                rtol,
-                atol,
-            )
+        measured.append(_measure(weights_objective, params.weights, new_w, leaves))
+    for _, family, sl, block, cf in _closed_blocks(model, params):
+        objective = _q_objective(
+            lambda t, f=family: f.log_prob_components(t, x), family.log_prior, wr[:, sl], total
         )
-    blocks = model._to_blocks(params.components)
-    for i, ((family, sl), block) in enumerate(zip(model._slices(), blocks, strict=True)):
-        cf = closed_form_for(family)
-        if cf is None:
-            continue
-        wr_b = wr[:, sl]
-
-        def objective(theta, family=family, wr_b=wr_b):
-            lp = family.log_prob_components(theta, x)
-            return (jnp.sum(jnp.where(wr_b > 0, wr_b * lp, 0)) + family.log_prior(theta)) / total
-
         if cf.sufficient_stats is not None:
-            stats = cf.sufficient_stats(family, block, x, resp[:, sl], w)
-            new = cf.update(family, block, stats)
+            new = cf.update(family, block, cf.sufficient_stats(family, block, x, resp[:, sl], w))
         else:
             new = cf.update(family, block, x, resp[:, sl], w)
-        exact = bool(cf.exact(family))
-        name = f"{type(family).__name__} components" + (
-            f" [{i}]" if model.families is not None else ""
-        )
-        kind = "closed form" if exact else "ECM (ascent)"
-        leaves = component_constraints(family, block)
-        pieces.append(_piece(name, kind, objective, block, new, leaves, exact, rtol, atol))
-    return pieces
+        measured.append(_measure(objective, block, new, component_constraints(family, block)))
+    return measured
