@@ -192,6 +192,7 @@ def _q_objective(log_density, log_prior, wr, total):
 
 def _measure_model(model, x, w, params):
     resp, _ = e_step(model.log_joint(params, x))
+    resp = jnp.where(w[:, None] > 0, resp, 0)
     objective = _q_objective(
         lambda t: model.log_joint(t, x), model.log_prior, resp * w[:, None], jnp.sum(w)
     )
@@ -228,6 +229,7 @@ def _mixture_pieces(model, params):
 
 def _measure_mixture(model, x, w, params):
     resp, _ = e_step(model.log_joint(params, x))
+    resp = jnp.where(w[:, None] > 0, resp, 0)
     wr, total = resp * w[:, None], jnp.sum(w)
     counts = jnp.sum(wr, axis=0)
     measured = []

@@ -223,6 +223,9 @@ class Mixture(Model):
     # -- the engine's protocol ---------------------------------------------------
     def _expect(self, params, x, sample_weight):
         resp, row_ll = e_step(self.log_joint(params, x))
+        # A zero-weight row may have density 0 under every component: its
+        # softmax is nan, and nan * 0 would poison every sum.
+        resp = jnp.where(sample_weight[:, None] > 0, resp, 0)
         counts = jnp.sum(resp * sample_weight[:, None], axis=0)
         stats, need_resp = [], False
         for (family, sl), block in zip(

@@ -92,6 +92,8 @@ class Model:
     def _expect(self, params, x, sample_weight):
         """E-step: ``(row_ll (N,), log_prior, m_input)``; ``m_input`` feeds ``_maximize``."""
         resp, row_ll = e_step(self.log_joint(params, x))
+        # A zero-weight row may have density 0 everywhere (nan softmax): drop it.
+        resp = jnp.where(sample_weight[:, None] > 0, resp, 0)
         return row_ll, self.log_prior(params), resp
 
     def _maximize(self, params, x, sample_weight, resp):

@@ -216,3 +216,22 @@ def test_custom_model_errors():
             X,
             init={"a": np.array([1.0])},
         )
+
+
+def test_zero_weight_rows_are_dropped_even_where_no_component_can_explain_them():
+    """A zero-weight row with density 0 everywhere must not turn the fit into nan."""
+    x = np.array([0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 2.0])
+    w = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+    model = em.Mixture(em.Categorical(3), 2)
+    init = em.MixtureParams(
+        np.array([0.5, 0.5]), em.CategoricalParams(np.array([[0.6, 0.4, 0.0], [0.3, 0.7, 0.0]]))
+    )
+    weighted = em.fit(model, x, init=init, sample_weight=w)
+    dropped = em.fit(model, x[:-1], init=init)
+    assert np.isfinite(weighted.objective)
+    assert weighted.objective == pytest.approx(dropped.objective, rel=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(weighted.params.components.probs),
+        np.asarray(dropped.params.components.probs),
+        atol=1e-5,
+    )

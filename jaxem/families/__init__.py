@@ -2,7 +2,10 @@
 
 from jaxem.families.base import ClosedForm, Family, register_m_step
 from jaxem.families.binomial import Bernoulli, Binomial, BinomialParams
+from jaxem.families.categorical import Categorical, CategoricalParams
+from jaxem.families.exponential import Exponential, ExponentialParams
 from jaxem.families.normal import Normal, NormalParams
+from jaxem.families.poisson import Poisson, PoissonParams
 
 __all__ = [
     "Family",
@@ -13,4 +16,10 @@ __all__ = [
     "Binomial",
     "Bernoulli",
     "BinomialParams",
+    "Poisson",
+    "PoissonParams",
+    "Exponential",
+    "ExponentialParams",
+    "Categorical",
+    "CategoricalParams",
 ]
