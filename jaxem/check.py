@@ -36,7 +36,7 @@ class PieceCheck:
     """The verdict on one piece of an M-step (the weights, a family's components, a model)."""
 
     name: str
-    kind: str  # "closed form", "ECM (ascent)" or "user m_step"
+    kind: str  # "closed form", "ascent step" (not claimed exact) or "user m_step"
     objective_before: float
     objective_after: float
     grad_before: float  # max |∂ objective / ∂u| at θt, per unit of sample weight
@@ -222,7 +222,7 @@ def _mixture_pieces(model, params):
         exact = bool(cf.exact(family))
         suffix = f" [{i}]" if model.families is not None else ""
         name = f"{type(family).__name__} components{suffix}"
-        kind = "closed form" if exact else "ECM (ascent)"
+        kind = "closed form" if exact else "ascent step"
         out.append((name, kind, component_constraints(family, block), exact))
     return out
 

@@ -286,7 +286,17 @@ class Mixture(Model):
     def _draw(self, key, x):
         k = self.n_components
         keys = jax.random.split(key, len(self._blocks))
-        blocks = [family.init(kk, x, n) for (family, n), kk in zip(self._blocks, keys, strict=True)]
+        blocks = []
+        for (family, n), kk in zip(self._blocks, keys, strict=True):
+            block = family.init(kk, x, n)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(block)[0]:
+                if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != n:
+                    raise ValueError(
+                        f"{type(family).__name__}.init(key, x, n_components={n}) must return "
+                        f"parameters with a leading axis of {n}; "
+                        f"{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}."
+                    )
+            blocks.append(block)
         return MixtureParams(jnp.full((k,), 1.0 / k, x.dtype), self._from_blocks(blocks))
 
     # -- host-side validation ------------------------------------------------------

@@ -5,8 +5,9 @@ The search runs in the unconstrained space that the parameters' constraints
 define, warm-started at θt, with ``optax.lbfgs`` and its zoom line search
 (strong Wolfe conditions). It stops when the largest gradient entry falls
 below ``gtol``, when a step no longer lowers the objective (the precision of
-the dtype has been reached: the value gets worse or the line search finds no
-step), or after ``max_steps``. The best point seen is returned, never one
+the dtype has been reached: the value gets worse, the line search finds no
+step, or three steps in a row gain less than the objective's rounding noise),
+or after ``max_steps``. The best point seen is returned, never one
 worse than θt, so EM stays monotone (a generalised EM step even when the solver
 stops early).
 """
@@ -79,6 +80,7 @@ def maximize(
         step: jax.Array
         stalled: jax.Array
         moved: jax.Array
+        flat: jax.Array  # consecutive steps whose gain was within the noise
 
     f0 = loss(u0)
 
@@ -102,12 +104,16 @@ def maximize(
         step_size = optax.tree.norm(updates, ord=jnp.inf)
         best_u = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), u, c.best_u)
         best = jnp.where(accepted, jnp.minimum(new_value, c.best), c.best)
-        return Carry(
-            u, state, best_u, best, c.step + 1, ~accepted | (step_size == 0), c.moved | accepted
-        )
+        # Steps inside the noise band are accepted, but three in a row mean the
+        # gradient is as small as this dtype can measure: stop (under vmap every
+        # restart would otherwise wait for one that idles to max_steps).
+        flat = jnp.where(new_value < c.best - noise, 0, c.flat + 1)
+        stalled = ~accepted | (step_size == 0) | (flat >= 3)
+        return Carry(u, state, best_u, best, c.step + 1, stalled, c.moved | accepted, flat)
 
     false = jnp.zeros((), bool)
-    init = Carry(u0, solver.init(u0), u0, f0, jnp.zeros((), jnp.int32), false, false)
+    zero = jnp.zeros((), jnp.int32)
+    init = Carry(u0, solver.init(u0), u0, f0, zero, false, false, zero)
     out = jax.lax.while_loop(cond, body, init)
     best = _constraints.to_constrained(constraint_leaves, out.best_u)
     # Unmoved: return θt itself, not its round trip through the bijection.

@@ -4,8 +4,11 @@ from jaxem.families.base import ClosedForm, Family, register_m_step
 from jaxem.families.binomial import Bernoulli, Binomial, BinomialParams
 from jaxem.families.categorical import Categorical, CategoricalParams
 from jaxem.families.exponential import Exponential, ExponentialParams
+from jaxem.families.gamma import Gamma, GammaParams
 from jaxem.families.normal import Normal, NormalParams
 from jaxem.families.poisson import Poisson, PoissonParams
+from jaxem.families.studentt import StudentT, StudentTParams
+from jaxem.families.vonmises import VonMises, VonMisesParams
 
 __all__ = [
     "Family",
@@ -22,4 +25,10 @@ __all__ = [
     "ExponentialParams",
     "Categorical",
     "CategoricalParams",
+    "StudentT",
+    "StudentTParams",
+    "Gamma",
+    "GammaParams",
+    "VonMises",
+    "VonMisesParams",
 ]

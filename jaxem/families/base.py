@@ -66,6 +66,14 @@ class Family:
         The default maps :meth:`log_prob` over the components; families
         override it to share work across components (e.g. one GEMM).
         """
+        one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), components)
+        out = jax.eval_shape(self.log_prob, one, jax.ShapeDtypeStruct(x.shape, x.dtype))
+        if out.shape != x.shape[:1]:
+            raise ValueError(
+                f"{type(self).__name__}.log_prob(params, x) must return one log density per row "
+                f"of x, shape ({x.shape[0]},); it returned shape {out.shape} for x of shape "
+                f"{x.shape}. For (N, D) data with independent features, sum over the last axis."
+            )
         return jax.vmap(self.log_prob, in_axes=(0, None), out_axes=1)(components, x)
 
     def sample(self, key, params, n: int) -> jax.Array:
