@@ -10,7 +10,10 @@ SQUAREM (Varadhan & Roland 2008, scheme S3) takes two EM steps
 θ1 = F(θ0), θ2 = F(θ1) in the unconstrained coordinates of the parameters,
 forms r = θ1 - θ0 and v = θ2 - 2θ1 + θ0, and jumps to
 θ' = θ0 + 2a·r + a²·v with a = ‖r‖/‖v‖ clipped to [1, a_max] (a = 1 is θ2
-itself). If θ' is not at least as good as θ2 (or not finite), θ2 is kept.
+itself). If θ' is not at least as good as θ2 (or not finite), θ2 is kept; so
+it is if the jump shrinks a probability vector's entry (mixture weights) more
+than 100-fold below θ2's, since extrapolating log-ratios can otherwise kill a
+component on the way to a better objective and end on a boundary point.
 a_max starts at 1 and grows ×4 each time a full-length jump is accepted, and
 shrinks ×4 after a rejected one (the step-length adaptation of the SQUAREM
 R package), so a bad extrapolation costs one extra E-step, never a decrease.
@@ -48,6 +51,21 @@ def _sq_norm(tree):
     return sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(tree))
 
 
+def _keeps_probabilities(leaves, jumped, plain, factor=1e-2):
+    """No probability vector (e.g. mixture weights) shrinks 100x below the plain step's.
+
+    Extrapolating log-ratios can push a component's weight to ~0 in one jump
+    while the objective still rises; EM can hardly revive it, and the fit ends
+    on a boundary point plain EM would not reach from the same start.
+    """
+    ok = jnp.ones((), bool)
+    flat_c = jax.tree.leaves(leaves, is_leaf=lambda c: isinstance(c, _constraints.Constraint))
+    for con, a, b in zip(flat_c, jax.tree.leaves(jumped), jax.tree.leaves(plain), strict=True):
+        if con is _constraints.simplex:
+            ok = ok & jnp.all(a >= factor * b)
+    return ok
+
+
 def squarem_step(em_map: Callable, evaluate: Callable, leaves, point: Point, step_max):
     """One SQUAREM iteration: two EM maps, one extrapolation, one safeguard E-step.
 
@@ -65,7 +83,11 @@ def squarem_step(em_map: Callable, evaluate: Callable, leaves, point: Point, ste
     a = jnp.clip(jnp.where((vv > 0) & jnp.isfinite(raw), raw, 1.0), 1.0, step_max)
     u_new = jax.tree.map(lambda u, rr_, vv_: u + 2 * a * rr_ + a * a * vv_, u0, r, v)
     jumped = evaluate(_constraints.to_constrained(leaves, u_new))
-    accept = jnp.isfinite(jumped.objective) & (jumped.objective >= p2.objective)
+    accept = (
+        jnp.isfinite(jumped.objective)
+        & (jumped.objective >= p2.objective)
+        & _keeps_probabilities(leaves, jumped.params, p2.params)
+    )
     new = jax.tree.map(lambda j, b: jnp.where(accept, j, b), jumped, p2)
     step_max = jnp.where(
         accept,

@@ -50,6 +50,7 @@ def test_binomial_closed_form_is_the_scipy_map():
     np.testing.assert_allclose(np.sort(p), [0.2, 0.5, 0.85], atol=0.05)
 
 
+@pytest.mark.slow
 def test_bernoulli_latent_classes_closed_form_equals_gradient_path():
     """(N, D) binary items; Beta prior as an object (closed form) and as a function."""
     beta = priors.Beta(1.5, 1.5)
