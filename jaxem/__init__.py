@@ -24,6 +24,8 @@ from jaxem.families import (
     Family,
     Gamma,
     GammaParams,
+    MultivariateNormal,
+    MultivariateNormalParams,
     Normal,
     NormalParams,
     Poisson,
@@ -76,6 +78,8 @@ __all__ = [
     "GammaParams",
     "VonMises",
     "VonMisesParams",
+    "MultivariateNormal",
+    "MultivariateNormalParams",
     "constraints",
     "priors",
 ]

@@ -56,6 +56,18 @@ class _MixtureEStep(NamedTuple):
     resp: Any  # (N, K) responsibilities when some block's M-step needs them, else None
 
 
+def _is_none(obj) -> bool:
+    return obj is None
+
+
+def _map_component_leaves(family, components, fn):
+    """Apply ``fn`` to the leaves that have a component axis; shared leaves pass through."""
+    axes = family.component_axes(components)
+    return jax.tree.map(
+        lambda axis, a: a if axis is None else fn(a), axes, components, is_leaf=_is_none
+    )
+
+
 def _is_family(obj) -> bool:
     return isinstance(obj, Family)
 
@@ -154,15 +166,21 @@ class Mixture(Model):
 
     # -- blocks ------------------------------------------------------------------
     def _to_blocks(self, components) -> list:
-        """Block parameters, each with a leading component axis."""
+        """Block parameters, each with a leading component axis (except shared leaves)."""
         if self.families is None:
             return [components]
-        return [jax.tree.map(lambda a: jnp.asarray(a)[None], c) for c in components]
+        return [
+            _map_component_leaves(f, c, lambda a: jnp.asarray(a)[None])
+            for f, c in zip(self.families, components, strict=True)
+        ]
 
     def _from_blocks(self, blocks: list):
         if self.families is None:
             return blocks[0]
-        return tuple(jax.tree.map(lambda a: a[0], b) for b in blocks)
+        return tuple(
+            _map_component_leaves(f, b, lambda a: a[0])
+            for f, b in zip(self.families, blocks, strict=True)
+        )
 
     def _slices(self):
         start = 0
@@ -216,7 +234,8 @@ class Mixture(Model):
             zip(self._blocks, self._to_blocks(params.components), strict=True)
         ):
             keys = jax.random.split(jax.random.fold_in(key_x, i), k)
-            draws.append(jax.vmap(family.sample, in_axes=(0, 0, None))(keys, block, n))
+            axes = family.component_axes(block)
+            draws.append(jax.vmap(family.sample, in_axes=(0, axes, None))(keys, block, n))
         every = jnp.concatenate(draws, axis=0)  # (K, n, ...)
         return every[labels, jnp.arange(n)], labels
 
@@ -289,8 +308,10 @@ class Mixture(Model):
         blocks = []
         for (family, n), kk in zip(self._blocks, keys, strict=True):
             block = family.init(kk, x, n)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(block)[0]:
-                if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != n:
+            axes = jax.tree.leaves(family.component_axes(block), is_leaf=_is_none)
+            leaves = jax.tree_util.tree_flatten_with_path(block)[0]
+            for (path, leaf), axis in zip(leaves, axes, strict=True):
+                if axis is not None and (jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != n):
                     raise ValueError(
                         f"{type(family).__name__}.init(key, x, n_components={n}) must return "
                         f"parameters with a leading axis of {n}; "
@@ -334,7 +355,11 @@ class Mixture(Model):
                 )
             comps = tuple(comps)
         else:
-            for path, leaf in jax.tree_util.tree_flatten_with_path(comps)[0]:
+            axes = jax.tree.leaves(self.family.component_axes(comps), is_leaf=_is_none)
+            leaves = jax.tree_util.tree_flatten_with_path(comps)[0]
+            for (path, leaf), axis in zip(leaves, axes, strict=True):
+                if axis is None:  # shared by every component (e.g. a tied covariance)
+                    continue
                 shape = np.shape(leaf)
                 if len(shape) == 0 or shape[0] != k:
                     raise ValueError(

@@ -5,6 +5,7 @@ from jaxem.families.binomial import Bernoulli, Binomial, BinomialParams
 from jaxem.families.categorical import Categorical, CategoricalParams
 from jaxem.families.exponential import Exponential, ExponentialParams
 from jaxem.families.gamma import Gamma, GammaParams
+from jaxem.families.mvn import MultivariateNormal, MultivariateNormalParams
 from jaxem.families.normal import Normal, NormalParams
 from jaxem.families.poisson import Poisson, PoissonParams
 from jaxem.families.studentt import StudentT, StudentTParams
@@ -31,4 +32,6 @@ __all__ = [
     "GammaParams",
     "VonMises",
     "VonMisesParams",
+    "MultivariateNormal",
+    "MultivariateNormalParams",
 ]

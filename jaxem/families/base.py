@@ -76,6 +76,14 @@ class Family:
             )
         return jax.vmap(self.log_prob, in_axes=(0, None), out_axes=1)(components, x)
 
+    def component_axes(self, components):
+        """The component axis of each leaf: ``0``, or ``None`` for a leaf shared by all.
+
+        A pytree like ``components`` (``None`` marks a shared leaf), usable as
+        ``jax.vmap``'s ``in_axes``. Default: every leaf has the leading K axis.
+        """
+        return jax.tree.map(lambda _: 0, components)
+
     def sample(self, key, params, n: int) -> jax.Array:
         """``n`` draws from one component: ``(n,)`` plus the event shape."""
         raise NotImplementedError(f"{type(self).__name__} does not define sample(key, params, n)")

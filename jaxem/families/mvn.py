@@ -1,0 +1,467 @@
+"""Multivariate normal components: ``mean`` and ``cov``, with scikit-learn's covariance types.
+
+``MultivariateNormal(covariance_type)`` follows ``sklearn.mixture.GaussianMixture``:
+the same four covariance types, the same parameter shapes and the same
+``reg_covar``, so that a jaxem fit and a scikit-learn fit from the same start
+agree to rounding. Parameters (``MultivariateNormalParams``) in a mixture of K
+components on ``(N, D)`` data:
+
+=============  ============  ==============================================
+type           ``mean``      ``cov``
+=============  ============  ==============================================
+``full``       ``(K, D)``    ``(K, D, D)``: one covariance per component
+``diag``       ``(K, D)``    ``(K, D)``: the variances (diagonal)
+``spherical``  ``(K, D)``    ``(K,)``: one variance per component
+``tied``       ``(K, D)``    ``(D, D)``: one covariance shared by all
+=============  ============  ==============================================
+
+``tied``'s ``cov`` has *no* component axis. One component (``log_prob``,
+``sample``) is ``mean (D,)`` with ``cov`` ``(D, D)``, ``(D,)`` or ``()``; a
+tied component is a full one whose covariance happens to be shared.
+
+Closed-form M-step (from additive sufficient statistics):
+
+* maximum likelihood: weighted means and (pooled, for ``tied``) scatter
+  matrices, scikit-learn's update;
+* MAP with ``cov_prior``: ``priors.InverseWishart(df, Ψ)`` on each covariance
+  (``full``; once on the shared one for ``tied``) gives
+  ``(S + Ψ) / (n + df + D + 1)``; ``priors.InverseGamma(a, b)`` on each variance
+  (``diag``, ``spherical``) gives ``(ss + 2b) / (m + 2a + 2)`` with ``m = n``
+  (diag) or ``n·D`` (spherical);
+* with ``mean_prior=priors.Normal(loc, scale)`` (independent on each mean
+  coordinate) the update is ECM: mean given covariance, then covariance given
+  mean, ``ecm_sweeps`` times. Each is an exact conditional maximiser, so the
+  objective never decreases (Meng & Rubin 1993), but the result is not the
+  joint maximiser.
+
+``reg_covar`` (default 1e-6, as scikit-learn) is added to the covariance
+diagonal *after* each closed-form update, exactly where scikit-learn adds it:
+the update is the ML/MAP estimate shifted by ``reg_covar · I``. It keeps
+covariances positive definite when a component collapses, but it is not a
+prior: the shifted update is not the maximiser of ``Q + log prior`` (the
+closed form reports ``exact=False`` unless ``reg_covar == 0``), the fixed point
+is scikit-learn's regularised estimate, and the gradient M-step (used for any
+other prior) ignores ``reg_covar``. Use ``reg_covar=0`` for the exact ML/MAP
+estimate, and a prior (e.g. ``InverseWishart``) for principled regularisation.
+
+Log densities go through Cholesky factors, never an inverted covariance: each
+factor ``L_k`` is inverted by a small triangular solve and the Mahalanobis
+terms of all components come from one matrix product ``X @ [A_1ᵀ | … | A_Kᵀ]``
+with ``A_k = L_k⁻¹``. Second moments are K GEMMs (one batched matmul) of
+``√(w r)·(X - c_k)``. Both run over row chunks of a size chosen from K and D
+(see ``_chunk_rows``) so that the temporaries stay in cache.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import solve_triangular
+
+from jaxem import constraints, priors
+from jaxem.families._seeding import kmeans_plus_plus
+from jaxem.families.base import Family, check_prior, register_m_step
+
+__all__ = ["MultivariateNormal", "MultivariateNormalParams", "MultivariateNormalStats"]
+
+_LOG_2PI = math.log(2 * math.pi)
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+
+
+class MultivariateNormalParams(NamedTuple):
+    """Per-component parameters.
+
+    Attributes:
+        mean: ``(K, D)`` component means.
+        cov: ``full``: ``(K, D, D)`` covariances; ``diag``: ``(K, D)`` variances;
+            ``spherical``: ``(K,)`` variances; ``tied``: ``(D, D)``, one
+            covariance shared by every component (no K axis).
+    """
+
+    mean: jax.Array
+    cov: jax.Array
+
+
+class MultivariateNormal(Family):
+    """Multivariate normal component density N(mean, cov) on ``(N, D)`` data.
+
+    Args:
+        covariance_type: ``"full"``, ``"diag"``, ``"spherical"`` or ``"tied"``
+            (scikit-learn's meanings and shapes; see the module docstring).
+        reg_covar: non-negative number added to the covariance diagonal after
+            each closed-form update, as scikit-learn does. With ``reg_covar > 0``
+            the update is the ML/MAP estimate shifted by ``reg_covar · I``, not
+            the exact maximiser; ``reg_covar=0`` gives the exact one.
+        mean_prior: prior on each mean coordinate: ``priors.Normal(loc, scale)``
+            (closed form; ``loc``/``scale`` scalars or ``(D,)``), any other
+            ``priors`` object or a function ``mean -> log density``.
+        cov_prior: prior on the covariance: ``priors.InverseWishart(df, scale)``
+            on each ``(D, D)`` covariance for ``full``/``tied``,
+            ``priors.InverseGamma(a, b)`` on each variance for ``diag``/
+            ``spherical`` (closed forms); any other prior or function uses the
+            gradient M-step.
+        ecm_sweeps: coordinate-ascent sweeps of the closed form when there is a
+            mean prior.
+
+    Example:
+        >>> fam = em.MultivariateNormal("full", cov_prior=priors.InverseWishart(4.0, jnp.eye(2)))
+        >>> res = em.fit(em.Mixture(fam, n_components=2), x, key=jax.random.key(0), restarts=8)
+        >>> res.params.components.mean.shape, res.params.components.cov.shape   # (2, 2), (2, 2, 2)
+    """
+
+    def __init__(
+        self,
+        covariance_type: str = "full",
+        *,
+        reg_covar: float = 1e-6,
+        mean_prior=None,
+        cov_prior=None,
+        ecm_sweeps: int = 20,
+    ):
+        if covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"MultivariateNormal: covariance_type must be one of {COVARIANCE_TYPES}, "
+                f"got {covariance_type!r}."
+            )
+        if (
+            isinstance(reg_covar, bool)
+            or not isinstance(reg_covar, numbers.Real)
+            or not np.isfinite(reg_covar)
+            or reg_covar < 0
+        ):
+            raise ValueError(
+                f"MultivariateNormal: reg_covar must be a finite number >= 0, got {reg_covar!r}."
+            )
+        if isinstance(ecm_sweeps, bool) or not isinstance(ecm_sweeps, int) or ecm_sweeps < 1:
+            raise ValueError(
+                f"MultivariateNormal: ecm_sweeps must be an integer >= 1, got {ecm_sweeps!r}."
+            )
+        matrix = covariance_type in ("full", "tied")
+        if matrix and isinstance(cov_prior, priors.InverseGamma):
+            raise ValueError(
+                f"MultivariateNormal: cov_prior=priors.InverseGamma is a prior on a variance; "
+                f"covariance_type={covariance_type!r} has (D, D) covariances: use "
+                "priors.InverseWishart(df, scale)."
+            )
+        if not matrix and isinstance(cov_prior, priors.InverseWishart):
+            raise ValueError(
+                f"MultivariateNormal: cov_prior=priors.InverseWishart is a prior on a (D, D) "
+                f"matrix; covariance_type={covariance_type!r} has variances: use "
+                "priors.InverseGamma(a, b) on each variance."
+            )
+        self.covariance_type = covariance_type
+        self.reg_covar = float(reg_covar)
+        self.ecm_sweeps = ecm_sweeps
+        self.priors = {
+            "mean": check_prior("MultivariateNormal", "mean", mean_prior),
+            "cov": check_prior("MultivariateNormal", "cov", cov_prior),
+        }
+        self.constraints = {
+            "mean": constraints.real,
+            "cov": constraints.positive_definite if matrix else constraints.positive,
+        }
+
+    def __repr__(self) -> str:
+        fp = "".join(f", {k}_prior={v!r}" for k, v in self.field_priors.items())
+        return f"MultivariateNormal({self.covariance_type!r}, reg_covar={self.reg_covar}{fp})"
+
+    # -- densities ---------------------------------------------------------------
+    def log_prob_components(self, components, x) -> jax.Array:
+        """``(N, K)`` log densities of every row under every component."""
+        mean, cov = components.mean, components.cov
+        n, d = x.shape
+        k = mean.shape[0]
+        # Centre once at the data's mean: the products below then cancel little
+        # in float32 even when the data sit far from the origin.
+        centre = jnp.mean(x, axis=0)
+        xc, mc = x - centre, mean - centre
+        kind = self.covariance_type
+        if kind in ("full", "tied"):
+            chol = jnp.linalg.cholesky(cov)  # (K, D, D) or (D, D)
+            eye = jnp.broadcast_to(jnp.eye(d, dtype=cov.dtype), cov.shape)
+            inv_chol = solve_triangular(chol, eye, lower=True)  # A = L⁻¹: small solves
+            log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+            if kind == "full":
+                # One GEMM for every component: X (N, D) @ [A_1ᵀ | … | A_Kᵀ] (D, K·D).
+                factor = jnp.swapaxes(inv_chol, -1, -2).transpose(1, 0, 2).reshape(d, k * d)
+                shift = jnp.einsum("kij,kj->ki", inv_chol, mc).reshape(k * d)
+            else:
+                factor, shift = inv_chol.T, mc @ inv_chol.T  # (D, D), (K, D)
+
+            def maha(rows):
+                y = rows @ factor
+                if kind == "full":
+                    y = y - shift
+                    return jnp.sum((y * y).reshape(rows.shape[0], k, d), axis=-1)
+                return jnp.sum((y[:, None, :] - shift) ** 2, axis=-1)
+
+        elif kind == "diag":
+            inv_sd = jax.lax.rsqrt(cov)
+            log_det = jnp.sum(jnp.log(cov), axis=-1)
+
+            def maha(rows):
+                z = (rows[:, None, :] - mc) * inv_sd
+                return jnp.sum(z * z, axis=-1)
+
+        else:  # spherical
+            log_det = d * jnp.log(cov)
+
+            def maha(rows):
+                return jnp.sum((rows[:, None, :] - mc) ** 2, axis=-1) / cov
+
+        size = _chunk_rows(n, k, d)
+        if size is None:
+            m = maha(xc)
+        else:
+            chunks = -(-n // size)
+            xp = jnp.pad(xc, ((0, chunks * size - n), (0, 0))).reshape(chunks, size, d)
+            m = jax.lax.map(maha, xp).reshape(chunks * size, k)[:n]
+        return -0.5 * (d * _LOG_2PI + log_det + m)
+
+    def log_prob(self, params, x):
+        """``(N,)`` log densities of one component (``mean (D,)``; ``cov`` without K axis).
+
+        For ``tied`` one component is ``mean (D,)`` with its ``(D, D)`` covariance:
+        the same density as ``full``.
+        """
+        if self.covariance_type == "tied":
+            one = params._replace(mean=params.mean[None])
+        else:
+            one = jax.tree.map(lambda a: jnp.asarray(a)[None], params)
+        return self.log_prob_components(one, x)[:, 0]
+
+    def sample(self, key, params, n):
+        """``(n, D)`` draws from one component (``tied``: its shared ``(D, D)`` covariance)."""
+        mean = jnp.asarray(params.mean)
+        cov = jnp.asarray(params.cov, mean.dtype)
+        z = jax.random.normal(key, (n,) + mean.shape, mean.dtype)
+        if self.covariance_type in ("full", "tied"):
+            return mean + z @ jnp.linalg.cholesky(cov).T
+        return mean + z * jnp.sqrt(cov)
+
+    def component_axes(self, components):
+        """The component axis of each leaf (0, or ``None`` for the shared tied covariance).
+
+        Suited to ``jax.vmap(..., in_axes=...)`` over the components.
+        """
+        return MultivariateNormalParams(0, None if self.covariance_type == "tied" else 0)
+
+    # -- data and starts -----------------------------------------------------------
+    def validate_data(self, x) -> None:
+        if x.ndim != 2:
+            raise ValueError(
+                f"MultivariateNormal needs (N, D) data, one row per sample; got shape {x.shape}. "
+                "Reshape one feature with x.reshape(-1, 1), or use em.Normal."
+            )
+        d = x.shape[1]
+        mp, cp = self.priors["mean"], self.priors["cov"]
+        if isinstance(mp, priors.Normal):
+            for name, h in (("loc", mp.loc), ("scale", mp.scale)):
+                if h.ndim > 1 or h.size not in (1, d):
+                    raise ValueError(
+                        f"MultivariateNormal: mean_prior {name} must be a scalar or have shape "
+                        f"({d},) for D={d} features, got shape {h.shape}."
+                    )
+        if isinstance(cp, priors.InverseWishart) and cp.scale.shape != (d, d):
+            raise ValueError(
+                f"MultivariateNormal: cov_prior=priors.InverseWishart has a {cp.scale.shape} "
+                f"scale but the data have D={d} features: use a ({d}, {d}) scale."
+            )
+        if self.covariance_type == "diag" and isinstance(cp, priors.InverseGamma):
+            for name, h in (("concentration", cp.concentration), ("scale", cp.scale)):
+                if h.ndim > 1 or h.size not in (1, d):
+                    raise ValueError(
+                        f"MultivariateNormal: cov_prior {name} must be a scalar or have shape "
+                        f"({d},) for D={d} features, got shape {h.shape}."
+                    )
+
+    def init(self, key, x, n_components):
+        """k-means++ clusters: their means, and their covariances shrunk to the data's.
+
+        Each cluster's scatter gets one pseudo-observation of the global
+        covariance, plus ``reg_covar`` and a tiny ridge: positive definite
+        even for a one-point cluster or rank-deficient data.
+        """
+        resp, centres = kmeans_plus_plus(key, x, n_components)
+        d = x.shape[1]
+        stats = _stats(self, MultivariateNormalParams(centres, None), x, resp, None)
+        n = stats.n
+        n_safe = jnp.where(n > 0, n, 1)
+        mean = jnp.where((n > 0)[:, None], centres + stats.s1 / n_safe[:, None], centres)
+        xc = x - jnp.mean(x, axis=0)
+        glob = xc.T @ xc / x.shape[0]
+        scale = jnp.mean(jnp.diagonal(glob))
+        ridge = 10 * jnp.finfo(x.dtype).eps * jnp.where(scale > 0, scale, 1) + self.reg_covar
+        eye = jnp.eye(d, dtype=x.dtype)
+        if self.covariance_type in ("full", "tied"):
+            scatter = stats.s2 - stats.s1[:, :, None] * stats.s1[:, None, :] / n_safe[:, None, None]
+            if self.covariance_type == "tied":
+                cov = (jnp.sum(scatter, axis=0) + glob) / (jnp.sum(n) + 1) + ridge * eye
+            else:
+                cov = (scatter + glob) / (n + 1)[:, None, None] + ridge * eye
+            cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+        else:
+            ss = jnp.maximum(stats.s2 - stats.s1**2 / n_safe[:, None], 0)
+            cov = (ss + jnp.diagonal(glob)) / (n + 1)[:, None] + ridge
+            if self.covariance_type == "spherical":
+                cov = jnp.mean(cov, axis=-1)
+        return MultivariateNormalParams(mean=mean, cov=cov)
+
+
+class MultivariateNormalStats(NamedTuple):
+    """Row sums per component, centred at the current means ``c`` (float32 accuracy).
+
+    ``n (K,)``: Σ w r; ``s1 (K, D)``: Σ w r (x - c); ``s2``: Σ w r (x - c)(x - c)ᵀ,
+    ``(K, D, D)`` for ``full``/``tied``, its diagonal ``(K, D)`` for
+    ``diag``/``spherical``.
+    """
+
+    n: jax.Array
+    s1: jax.Array
+    s2: jax.Array
+
+
+def _chunk_rows(n: int, k: int, d: int):
+    """Rows per chunk for passes over the data, or ``None`` for one pass.
+
+    About 2^20 floats of ``(rows, K·D)`` work per chunk keeps a chunk's
+    temporaries in cache: measured 2-3x faster at (N, D, K) = (1e5, 16, 8) on a
+    2-core Zen 4. Small problems (e.g. D = 2) have too little work per chunk
+    and run in one pass. The size is rounded so that padding is under 8 rows
+    per chunk.
+    """
+    target = max(1024, (1 << 20) // (k * d))
+    if n <= 2 * target:
+        return None
+    chunks = math.ceil(n / target)
+    return 8 * math.ceil(n / (8 * chunks))
+
+
+def _stats(family, params, x, resp, sample_weight):
+    wr = resp if sample_weight is None else resp * sample_weight[:, None]  # (N, K)
+    mean = params.mean
+    n, d = x.shape
+    k = mean.shape[0]
+    matrix = family.covariance_type in ("full", "tied")
+
+    def rows_stats(x_rows, wr_rows):
+        diff = x_rows[None, :, :] - mean[:, None, :]  # (K, rows, D)
+        s1 = jnp.einsum("nk,knd->kd", wr_rows, diff)
+        if matrix:
+            # K GEMMs (one batched matmul) of (√(w r)·(x - c))ᵀ(√(w r)·(x - c)):
+            # much faster than einsum('nk,nd,ne->kde').
+            z = jnp.sqrt(wr_rows).T[:, :, None] * diff
+            s2 = jnp.matmul(jnp.swapaxes(z, 1, 2), z)
+        else:
+            s2 = jnp.einsum("nk,knd->kd", wr_rows, diff * diff)
+        return MultivariateNormalStats(jnp.sum(wr_rows, axis=0), s1, s2)
+
+    size = _chunk_rows(n, k, d)
+    if size is None:
+        return rows_stats(x, wr)
+    chunks = -(-n // size)
+    pad = ((0, chunks * size - n), (0, 0))  # padded rows have zero weight
+    xs = (
+        jnp.pad(x, pad).reshape(chunks, size, d),
+        jnp.pad(wr, pad).reshape(chunks, size, k),
+    )
+    zero = jax.eval_shape(rows_stats, xs[0][0], xs[1][0])
+    zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), zero)
+
+    def add(total, rows):
+        return jax.tree.map(jnp.add, total, rows_stats(*rows)), None
+
+    return jax.lax.scan(add, zero, xs)[0]
+
+
+def _update(family, params, stats):
+    kind = family.covariance_type
+    n, s1, s2 = stats.n, stats.s1, stats.s2
+    d = s1.shape[-1]
+    dtype = s1.dtype
+    has_data = n > 0
+    n_safe = jnp.where(has_data, n, 1)
+    centre = params.mean  # the point the statistics are centred at
+    reg = jnp.asarray(family.reg_covar, dtype)
+    mp, cp = family.priors["mean"], family.priors["cov"]
+    eye = jnp.eye(d, dtype=dtype)
+
+    def mean_given_cov(cov):
+        if mp is None:
+            return jnp.where(has_data[:, None], centre + s1 / n_safe[:, None], centre)
+        loc = jnp.broadcast_to(jnp.asarray(mp.loc, dtype), (d,))
+        sd = jnp.broadcast_to(jnp.asarray(mp.scale, dtype), (d,))
+        rhs = n[:, None] * (centre - loc) + s1  # Σ w r (x - loc)
+        if kind in ("full", "tied"):
+            # (n Σ⁻¹ + T⁻²) m = Σ⁻¹ Σ w r x + T⁻² loc with T = diag(sd), solved as
+            # (n I + T⁻¹ Σ T⁻¹) T⁻¹ (m - loc) = T⁻¹ rhs: symmetric positive definite.
+            covs = jnp.broadcast_to(cov, (n.shape[0], d, d))
+            a = n[:, None, None] * eye + covs / (sd[:, None] * sd[None, :])
+            chol = jnp.linalg.cholesky(a)
+            y = jax.scipy.linalg.cho_solve((chol, True), (rhs / sd)[..., None])[..., 0]
+            return loc + sd * y
+        var = cov if kind == "diag" else cov[:, None]
+        return loc + rhs / (n[:, None] + var / sd**2)
+
+    def cov_given_mean(mean, cov_old):
+        delta = mean - centre  # (K, D)
+        if kind in ("full", "tied"):
+            outer = delta[:, :, None] * s1[:, None, :]
+            scatter = s2 - outer - jnp.swapaxes(outer, 1, 2)
+            scatter = scatter + n[:, None, None] * delta[:, :, None] * delta[:, None, :]
+            scatter = 0.5 * (scatter + jnp.swapaxes(scatter, 1, 2))  # Σ w r (x - m)(x - m)ᵀ
+            if kind == "tied":
+                scatter, count = jnp.sum(scatter, axis=0), jnp.sum(n)
+            else:
+                count = n[:, None, None]
+            if cp is None:
+                cov = scatter / jnp.where(count > 0, count, 1)
+            else:
+                df = jnp.asarray(cp.df, dtype)
+                cov = (scatter + jnp.asarray(cp.scale, dtype)) / (count + df + d + 1)
+            cov = cov + reg * eye
+            if kind == "full" and cp is None:
+                cov = jnp.where(has_data[:, None, None], cov, cov_old)
+            return cov
+        ss = jnp.maximum(s2 - 2 * delta * s1 + n[:, None] * delta**2, 0)  # (K, D)
+        count = n[:, None]
+        if kind == "spherical":
+            ss, count = jnp.sum(ss, axis=-1), n * d
+        if cp is None:
+            cov = jnp.where(count > 0, ss / jnp.where(count > 0, count, 1) + reg, cov_old)
+        else:
+            a = jnp.asarray(cp.concentration, dtype)
+            b = jnp.asarray(cp.scale, dtype)
+            cov = (ss + 2 * b) / (count + 2 * a + 2) + reg
+        return cov
+
+    def sweep(_, p):
+        mean = mean_given_cov(p.cov)
+        return MultivariateNormalParams(mean, cov_given_mean(mean, p.cov))
+
+    # Without a mean prior the mean update ignores the covariance: one sweep
+    # is the joint maximiser (shifted by reg_covar).
+    sweeps = family.ecm_sweeps if mp is not None else 1
+    return jax.lax.fori_loop(0, sweeps, sweep, params)
+
+
+def _applies(family):
+    mp, cp = family.priors["mean"], family.priors["cov"]
+    matrix = family.covariance_type in ("full", "tied")
+    conj = priors.InverseWishart if matrix else priors.InverseGamma
+    return (mp is None or type(mp) is priors.Normal) and (cp is None or type(cp) is conj)
+
+
+def _exact(family):
+    # reg_covar shifts the maximiser; a mean prior makes the update ECM.
+    return family.reg_covar == 0 and family.priors["mean"] is None
+
+
+register_m_step(
+    MultivariateNormal, _update, sufficient_stats=_stats, applies=_applies, exact=_exact
+)
