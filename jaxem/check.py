@@ -174,9 +174,12 @@ def check_m_step(
 
 def _cached(model, name, fn):
     """``jit(fn)`` bound to ``model``, compiled once per model instance (and shapes)."""
-    compiled = model._compiled.get(name)
+    from jaxem.fit import _fingerprint
+
+    key = (name, _fingerprint(model))
+    compiled = model._compiled.get(key)
     if compiled is None:
-        compiled = model._compiled[name] = jax.jit(lambda *args: fn(model, *args))
+        compiled = model._compiled[key] = jax.jit(lambda *args: fn(model, *args))
     return compiled
 
 

@@ -87,6 +87,7 @@ class _State(NamedTuple):
     history: jax.Array
     converged: jax.Array
     finite: jax.Array
+    decreased: jax.Array  # an M-step lowered the objective beyond rounding: stopped there
 
 
 def _em(model: Model, x, sample_weight, params, max_iter, tol, hist_len: int, accelerate):
@@ -108,10 +109,11 @@ def _em(model: Model, x, sample_weight, params, max_iter, tol, hist_len: int, ac
     false = jnp.zeros((), bool)
     one = jnp.ones((), start.objective.dtype)
     int0 = jnp.zeros((), jnp.int32)
-    state = _State(start, int0, int0 + 1, one, history, false, jnp.isfinite(start.objective))
+    state = _State(start, int0, int0 + 1, one, history, false, jnp.isfinite(start.objective), false)
+    eps = jnp.finfo(start.objective.dtype).eps
 
     def keep_going(s: _State):
-        return (s.n_iter < max_iter) & ~s.converged & s.finite
+        return (s.n_iter < max_iter) & ~s.converged & s.finite & ~s.decreased
 
     def step(s: _State) -> _State:
         new, evals, step_max = strategy(em_map, evaluate, leaves, s.point, s.step_max)
@@ -120,6 +122,10 @@ def _em(model: Model, x, sample_weight, params, max_iter, tol, hist_len: int, ac
         gain = weighted_sum(sample_weight, new.row_ll - s.point.row_ll) + (
             new.log_prior - s.point.log_prior
         )
+        # EM never lowers the objective; a drop beyond rounding means a broken
+        # M-step (e.g. a user m_step): keep the better point, stop, and say so.
+        noise = 8 * eps * (weighted_sum(sample_weight, jnp.abs(s.point.row_ll)) + 1)
+        decreased = gain < -noise
         finite = jnp.isfinite(new.objective)
         advanced = _State(
             new,
@@ -129,23 +135,33 @@ def _em(model: Model, x, sample_weight, params, max_iter, tol, hist_len: int, ac
             s.history.at[s.n_iter + 1].set(new.objective),
             gain <= threshold,
             finite,
+            false,
         )
-        # Never hand back parameters whose objective is nan or infinite.
-        stopped = s._replace(finite=finite, converged=false, n_evals=s.n_evals + evals)
-        return jax.tree.map(lambda a, b: jnp.where(finite, a, b), advanced, stopped)
+        # Never hand back parameters whose objective is nan, infinite or lower.
+        ok = finite & ~decreased
+        stopped = s._replace(
+            finite=finite, converged=false, n_evals=s.n_evals + evals, decreased=decreased
+        )
+        return jax.tree.map(lambda a, b: jnp.where(ok, a, b), advanced, stopped)
 
     return jax.lax.while_loop(keep_going, step, state)
 
 
+def _fingerprint(model: Model):
+    """What the traced program closed over: a changed prior or m_step must recompile."""
+    attrs = tuple((k, id(v)) for k, v in sorted(vars(model).items()) if k != "_compiled")
+    return attrs + (repr(model),)
+
+
 def _compiled(model: Model, hist_len: int, from_keys: bool, accelerate):
     """The jitted EM program for this model (cached on the model instance)."""
-    cache_key = (hist_len, from_keys, accelerate)
+    cache_key = (hist_len, from_keys, accelerate, _fingerprint(model))
     fn = model._compiled.get(cache_key)
     if fn is None:
 
-        def run(x, sample_weight, starts, max_iter, tol):
+        def run(x, sample_weight, starts, max_iter, tol, x_draw):
             if from_keys:
-                starts = jax.vmap(model._draw, in_axes=(0, None))(starts, x)
+                starts = jax.vmap(model._draw, in_axes=(0, None))(starts, x_draw)
 
             def one(p):
                 return _em(model, x, sample_weight, p, max_iter, tol, hist_len, accelerate)
@@ -207,7 +223,7 @@ def fit(
     restarts = _validation.check_int("restarts", restarts, 1)
     max_iter = _validation.check_int("max_iter", max_iter, 0)
     tol = _validation.check_tol(tol)
-    if accelerate not in ACCELERATORS:
+    if not isinstance(accelerate, (str, type(None))) or accelerate not in ACCELERATORS:
         raise ValueError(f"accelerate must be None or 'squarem', got {accelerate!r}.")
     accelerate = None if accelerate == "none" else accelerate
     x = _validation.prepare_data(model, x)
@@ -238,7 +254,15 @@ def fit(
         from_keys = True
 
     program = _compiled(model, _history_length(max_iter), from_keys, accelerate)
-    final, _ = program(x, sample_weight, starts, max_iter, jnp.asarray(tol, x.dtype))
+    # Random starts come from rows that count: a zero-weight row must not seed a component.
+    positive = np.asarray(sample_weight) > 0
+    x_draw = x if positive.all() else x[positive]
+    if from_keys and x_draw.shape[0] < getattr(model, "n_components", 1):
+        raise ValueError(
+            f"sample_weight leaves {x_draw.shape[0]} rows with positive weight, fewer than "
+            f"n_components={model.n_components}."
+        )
+    final, _ = program(x, sample_weight, starts, max_iter, jnp.asarray(tol, x.dtype), x_draw)
 
     objectives = np.asarray(final.point.objective, dtype=np.float64)
     n_iters = np.asarray(final.n_iter)
@@ -253,6 +277,15 @@ def fit(
         warnings.warn(
             "the objective is not finite at any start: check the data, the starts and the "
             "model's support.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    elif np.asarray(final.decreased)[best]:
+        warnings.warn(
+            f"an M-step lowered the objective after iteration {n_iters[best]}, which EM never "
+            "does: the M-step is wrong (check a custom m_step or closed form with "
+            "em.check_m_step). The last parameters before the drop are returned "
+            "(converged=False).",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -131,7 +131,8 @@ class Model:
                 return jnp.asarray(arr, dtype)
             raise TypeError(f"parameters must be numeric arrays, got a leaf of dtype {arr.dtype}.")
 
-        params = jax.tree.map(cast, params)
+        # A list of numbers is one array, not a pytree of scalars.
+        params = jax.tree.map(cast, params, is_leaf=lambda a: isinstance(a, list))
         leaves = _constraints.broadcast(self.constraints, params)
         flat, _ = jax.tree_util.tree_flatten_with_path(params)
         cons = jax.tree.leaves(leaves, is_leaf=lambda c: isinstance(c, _constraints.Constraint))

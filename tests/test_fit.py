@@ -235,3 +235,40 @@ def test_zero_weight_rows_are_dropped_even_where_no_component_can_explain_them()
         np.asarray(dropped.params.components.probs),
         atol=1e-5,
     )
+
+
+def test_zero_weight_rows_do_not_seed_random_starts(ml_model):
+    """Rows with weight 0 far away must neither seed nor capture a component."""
+    far = np.full(150, 1000.0)
+    x = np.concatenate([X, far])
+    w = np.concatenate([np.ones_like(X), np.zeros_like(far)])
+    weighted = em.fit(ml_model, x, key=jax.random.key(0), restarts=4, sample_weight=w)
+    dropped = em.fit(ml_model, X, key=jax.random.key(0), restarts=4)
+    assert weighted.objective == pytest.approx(dropped.objective, rel=1e-5)
+    assert np.all(np.asarray(weighted.params.components.mean) < 100)
+
+
+def test_a_decreasing_m_step_is_caught_not_called_converged():
+    from jaxem import demos
+
+    def bad_m_step(params, x, resp, w):  # ignores the data: lowers the objective
+        return {"p": jnp.array([0.1, 0.9])}
+
+    model = em.Model(
+        demos.coin_log_joint, constraints={"p": em.constraints.unit_interval}, m_step=bad_m_step
+    )
+    with pytest.warns(RuntimeWarning, match="lowered the objective"):
+        res = em.fit(model, demos.COIN_HEADS, init={"p": [0.6, 0.5]})
+    assert not res.converged and res.n_iter == 0
+    np.testing.assert_allclose(np.asarray(res.params["p"]), [0.6, 0.5])
+
+
+def test_changing_a_prior_after_a_fit_recompiles():
+    model = em.Mixture(em.Normal(), 2)
+    em.fit(model, X, key=jax.random.key(1))
+    model.weights_prior = priors.Dirichlet(200.0)
+    changed = em.fit(model, X, key=jax.random.key(1))
+    fresh = em.fit(
+        em.Mixture(em.Normal(), 2, weights_prior=priors.Dirichlet(200.0)), X, key=jax.random.key(1)
+    )
+    assert changed.objective == pytest.approx(fresh.objective, rel=1e-6)
