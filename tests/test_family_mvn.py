@@ -361,7 +361,7 @@ def test_reg_covar_update_is_an_ascent_in_practice(kind):
         report = check_m_step(em.Mixture(fam, 3), FAITHFUL, key=jax.random.key(3))
     assert report.ok, report
     piece = report.pieces[-1]
-    assert piece.kind == "ECM (ascent)" and piece.objective_after > piece.objective_before
+    assert piece.kind == "ascent step" and piece.objective_after > piece.objective_before
     # The shift leaves a gradient behind (it is not the maximiser).
     assert piece.grad_after > 1e-9
 
