@@ -122,10 +122,15 @@ def _em(model: Model, x, sample_weight, params, max_iter, tol, hist_len: int, ac
         gain = weighted_sum(sample_weight, new.row_ll - s.point.row_ll) + (
             new.log_prior - s.point.log_prior
         )
-        # EM never lowers the objective; a drop beyond rounding means a broken
-        # M-step (e.g. a user m_step): keep the better point, stop, and say so.
-        noise = 8 * eps * (weighted_sum(sample_weight, jnp.abs(s.point.row_ll)) + 1)
+        # EM never lowers the objective. A tiny drop (rounding, or reg_covar's
+        # shift of an otherwise exact update near the optimum, ~1e-12 relative)
+        # means it has settled: stop at the better point. A drop beyond 1e-8
+        # relative means a broken M-step (a user m_step, say): stop there too,
+        # and say so.
+        scale = weighted_sum(sample_weight, jnp.abs(s.point.row_ll)) + 1
+        noise = 8 * eps * scale
         decreased = gain < -noise
+        broken = gain < -(noise + threshold + 1e-8 * scale)
         finite = jnp.isfinite(new.objective)
         advanced = _State(
             new,
@@ -140,7 +145,10 @@ def _em(model: Model, x, sample_weight, params, max_iter, tol, hist_len: int, ac
         # Never hand back parameters whose objective is nan, infinite or lower.
         ok = finite & ~decreased
         stopped = s._replace(
-            finite=finite, converged=false, n_evals=s.n_evals + evals, decreased=decreased
+            finite=finite,
+            converged=finite & ~broken,
+            n_evals=s.n_evals + evals,
+            decreased=broken,
         )
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), advanced, stopped)
 
