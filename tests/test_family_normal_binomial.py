@@ -155,6 +155,7 @@ def test_checker_on_a_user_m_step():
         em.check_m_step(demos.coin_model(), demos.COIN_HEADS, params={"p": np.array([0.6, 0.5])})
 
 
+@pytest.mark.slow
 def test_heterogeneous_mixture_fits_like_the_homogeneous_one():
     """[Normal(), Normal()] is the same model as Normal() with K=2: the same optimum."""
     x = DATA["normal"]

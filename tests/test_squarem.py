@@ -149,6 +149,7 @@ FAMILY_DATA = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FAMILY_CASES))
 def test_same_fixed_point_on_other_families(name):
     make, data = FAMILY_CASES[name]
