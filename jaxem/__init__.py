@@ -40,6 +40,7 @@ from jaxem.fit import ConvergenceWarning, FitResult, fit
 from jaxem.mixture import Mixture, MixtureParams
 from jaxem.model import Model
 from jaxem.mstep import GradientOptions
+from jaxem.selection import aic, bic, n_parameters
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,9 @@ __all__ = [
     "log_likelihood",
     "predict",
     "GradientOptions",
+    "n_parameters",
+    "bic",
+    "aic",
     "Family",
     "ClosedForm",
     "register_m_step",

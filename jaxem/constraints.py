@@ -47,6 +47,10 @@ class Constraint:
         """True when every entry of ``value`` lies in the support."""
         raise NotImplementedError  # abstract
 
+    def n_free(self, shape: tuple) -> int:
+        """Free (unconstrained) dimensions of a value of this ``shape``."""
+        return int(np.prod(shape, dtype=np.int64))
+
     def __repr__(self) -> str:
         return f"constraints.{self.name}"
 
@@ -112,6 +116,10 @@ class _Simplex(Constraint):
         logv = jnp.log(jnp.maximum(value, jnp.finfo(value.dtype).tiny))
         return logv[..., :-1] - logv[..., -1:]
 
+    def n_free(self, shape):
+        # The entries of each vector sum to 1: one fewer free entry per vector.
+        return int(np.prod(shape[:-1], dtype=np.int64)) * (shape[-1] - 1)
+
     def check(self, value):
         value = np.asarray(value)
         if value.ndim == 0:
@@ -144,6 +152,11 @@ class _PositiveDefinite(Constraint):
         eye = jnp.eye(d, dtype=value.dtype)
         logdiag = jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1))
         return jnp.tril(chol, -1) + eye * logdiag[..., None, :]
+
+    def n_free(self, shape):
+        # A symmetric matrix: its lower triangle.
+        d = shape[-1]
+        return int(np.prod(shape[:-2], dtype=np.int64)) * d * (d + 1) // 2
 
     def check(self, value):
         value = np.asarray(value, dtype=np.float64)
