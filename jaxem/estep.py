@@ -14,7 +14,14 @@ from jax.scipy.special import logsumexp
 
 from jaxem import _validation
 
-__all__ = ["e_step", "weighted_sum", "responsibilities", "log_likelihood", "predict"]
+__all__ = [
+    "e_step",
+    "weighted_sum",
+    "pin_labels",
+    "responsibilities",
+    "log_likelihood",
+    "predict",
+]
 
 
 def e_step(log_joint):
@@ -30,39 +37,64 @@ def e_step(log_joint):
     return jax.nn.softmax(log_joint, axis=-1), logsumexp(log_joint, axis=-1)
 
 
+def pin_labels(log_joint, labels):
+    """Fix labelled rows to their state: ``-inf`` in every other column.
+
+    With ``labels[i] = k >= 0`` row ``i``'s responsibilities become the
+    indicator of ``k`` and its log-likelihood term ``log p(x_i, z_i = k)``:
+    the objective of semi-supervised EM. ``labels`` of ``None`` changes nothing.
+    """
+    if labels is None:
+        return log_joint
+    states = jnp.arange(log_joint.shape[-1])
+    other = (labels[:, None] >= 0) & (states[None, :] != labels[:, None])
+    return jnp.where(other, -jnp.inf, log_joint)
+
+
 def weighted_sum(sample_weight, row_values):
     """``Σ_i w_i v_i``, where a zero-weight row counts 0 even if ``v_i`` is -inf."""
     return jnp.sum(jnp.where(sample_weight > 0, sample_weight * row_values, 0))
 
 
-def responsibilities(model, params, x) -> jax.Array:
+def _prepared(model, params, x, missing):
+    """Validated ``(params, log_joint (N, K))`` for the public evaluation functions."""
+    if missing == "marginalize":
+        x, observed = _validation.prepare_data(model, x, missing)
+    else:
+        x, observed = _validation.prepare_data(model, x, missing), None
+    params = model._check_params(params, x)
+    if observed is None:
+        return model.log_joint(params, x)
+    return model.log_joint(params, x, observed)
+
+
+def responsibilities(model, params, x, *, missing: str | None = None) -> jax.Array:
     """Posterior probabilities of the latent states, ``(N, K)``.
+
+    ``missing="marginalize"``: NaN entries of ``x`` are integrated out (an
+    ``em.Mixture`` only); a row with nothing observed gets the weights.
 
     Example:
         >>> r = em.responsibilities(model, res.params, x)   # rows sum to 1
     """
-    x = _validation.prepare_data(model, x)
-    params = model._check_params(params, x)
-    return jax.nn.softmax(model.log_joint(params, x), axis=-1)
+    return jax.nn.softmax(_prepared(model, params, x, missing), axis=-1)
 
 
-def log_likelihood(model, params, x) -> jax.Array:
+def log_likelihood(model, params, x, *, missing: str | None = None) -> jax.Array:
     """``Σ_i log p(x_i | params)``, summed over samples (no prior), a scalar.
+
+    With ``missing="marginalize"``, the log-likelihood of the observed entries.
 
     Example:
         >>> em.log_likelihood(model, res.params, x)   # == res.log_likelihood
     """
-    x = _validation.prepare_data(model, x)
-    params = model._check_params(params, x)
-    return jnp.sum(logsumexp(model.log_joint(params, x), axis=-1))
+    return jnp.sum(logsumexp(_prepared(model, params, x, missing), axis=-1))
 
 
-def predict(model, params, x) -> jax.Array:
+def predict(model, params, x, *, missing: str | None = None) -> jax.Array:
     """Most probable latent state of each row, ``(N,)`` integers.
 
     Example:
         >>> labels = em.predict(model, res.params, x)
     """
-    x = _validation.prepare_data(model, x)
-    params = model._check_params(params, x)
-    return jnp.argmax(model.log_joint(params, x), axis=-1)
+    return jnp.argmax(_prepared(model, params, x, missing), axis=-1)

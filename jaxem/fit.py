@@ -16,6 +16,7 @@ finite (the last finite parameters are kept and a warning is raised).
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 from typing import Any, NamedTuple
 
@@ -27,7 +28,7 @@ from jaxem import _validation
 from jaxem import constraints as _constraints
 from jaxem.accelerate import ACCELERATORS, Point
 from jaxem.estep import weighted_sum
-from jaxem.model import Model
+from jaxem.model import Extra, Model
 
 __all__ = ["fit", "FitResult", "ConvergenceWarning"]
 
@@ -90,32 +91,34 @@ class _State(NamedTuple):
     decreased: jax.Array  # an M-step lowered the objective beyond rounding: stopped there
 
 
-def _em(model: Model, x, sample_weight, params, max_iter, tol, hist_len: int, accelerate):
-    """EM from one start (traced; vmapped over restarts by the caller)."""
+def _em_parts(model: Model, x, sample_weight, extra, tol, hist_len: int, accelerate):
+    """``(start, keep_going, step)`` of EM for one restart (traced; vmapped by the caller)."""
     threshold = tol * jnp.sum(sample_weight)
     strategy = ACCELERATORS[accelerate]
-    leaves = _constraints.broadcast(model.constraints, params)
 
     def evaluate(params) -> Point:
-        row_ll, log_prior, m_input = model._expect(params, x, sample_weight)
+        row_ll, log_prior, m_input = model._expect(params, x, sample_weight, extra)
         ll = weighted_sum(sample_weight, row_ll)
         return Point(params, ll + log_prior, ll, row_ll, log_prior, m_input)
 
     def em_map(point: Point) -> Point:
-        return evaluate(model._maximize(point.params, x, sample_weight, point.m_input))
+        return evaluate(model._maximize(point.params, x, sample_weight, point.m_input, extra))
 
-    start = evaluate(params)
-    history = jnp.full((hist_len,), jnp.nan, start.objective.dtype).at[0].set(start.objective)
-    false = jnp.zeros((), bool)
-    one = jnp.ones((), start.objective.dtype)
-    int0 = jnp.zeros((), jnp.int32)
-    state = _State(start, int0, int0 + 1, one, history, false, jnp.isfinite(start.objective), false)
-    eps = jnp.finfo(start.objective.dtype).eps
+    def start(params) -> _State:
+        first = evaluate(params)
+        history = jnp.full((hist_len,), jnp.nan, first.objective.dtype).at[0].set(first.objective)
+        false = jnp.zeros((), bool)
+        one = jnp.ones((), first.objective.dtype)
+        int0 = jnp.zeros((), jnp.int32)
+        finite = jnp.isfinite(first.objective)
+        return _State(first, int0, int0 + 1, one, history, false, finite, false)
 
-    def keep_going(s: _State):
+    def keep_going(s: _State, max_iter):
         return (s.n_iter < max_iter) & ~s.converged & s.finite & ~s.decreased
 
     def step(s: _State) -> _State:
+        leaves = _constraints.broadcast(model.constraints, s.point.params)
+        eps = jnp.finfo(s.point.objective.dtype).eps
         new, evals, step_max = strategy(em_map, evaluate, leaves, s.point, s.step_max)
         # The improvement summed row by row: the difference of two float32
         # totals cannot resolve less than an ulp of the total (2.4e-4 at 3e3).
@@ -140,7 +143,7 @@ def _em(model: Model, x, sample_weight, params, max_iter, tol, hist_len: int, ac
             s.history.at[s.n_iter + 1].set(new.objective),
             gain <= threshold,
             finite,
-            false,
+            jnp.zeros((), bool),
         )
         # Never hand back parameters whose objective is nan, infinite or lower.
         ok = finite & ~decreased
@@ -152,7 +155,71 @@ def _em(model: Model, x, sample_weight, params, max_iter, tol, hist_len: int, ac
         )
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), advanced, stopped)
 
-    return jax.lax.while_loop(keep_going, step, state)
+    return start, keep_going, step
+
+
+def _report(every: int):
+    """Host side of ``progress``: one line on stderr every ``every`` iterations."""
+
+    def report(iteration, best, active, restarts):
+        print(
+            f"jaxem: iteration {int(iteration):>6d}  best objective {float(best):.10g}  "
+            f"({int(active)}/{int(restarts)} restarts running)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return report
+
+
+def _run_restarts(
+    model, x, sample_weight, extra, starts, max_iter, tol, hist_len, accelerate, progress
+):
+    """EM for every start: one ``while_loop`` over the batch of restarts.
+
+    Equivalent to ``vmap`` of a per-restart loop (finished restarts keep their
+    state), written out so that ``progress`` can report once per iteration
+    for all restarts together.
+    """
+    start, keep_going, step = _em_parts(model, x, sample_weight, extra, tol, hist_len, accelerate)
+    states = jax.vmap(start)(starts)
+    n_restarts = jax.tree.leaves(starts)[0].shape[0]
+
+    def going(states):
+        return jax.vmap(keep_going, in_axes=(0, None))(states, max_iter)
+
+    def body(carry):
+        states, iteration = carry
+        active = going(states)
+        stepped = jax.vmap(step)(states)
+        states = jax.tree.map(
+            lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b),
+            stepped,
+            states,
+        )
+        iteration = iteration + 1
+        if progress:
+            best = jnp.max(
+                jnp.where(jnp.isfinite(states.point.objective), states.point.objective, -jnp.inf)
+            )
+            jax.lax.cond(
+                (iteration % progress == 0) | ~jnp.any(going(states)),
+                lambda: jax.debug.callback(
+                    _report(progress),
+                    iteration,
+                    best,
+                    jnp.sum(going(states)),
+                    n_restarts,
+                    ordered=True,
+                ),
+                lambda: None,
+            )
+        return states, iteration
+
+    def cond(carry):
+        return jnp.any(going(carry[0]))
+
+    return jax.lax.while_loop(cond, body, (states, jnp.zeros((), jnp.int32)))[0]
 
 
 def _fingerprint(model: Model):
@@ -161,25 +228,50 @@ def _fingerprint(model: Model):
     return attrs + (repr(model),)
 
 
-def _compiled(model: Model, hist_len: int, from_keys: bool, accelerate):
+def _compiled(model: Model, hist_len: int, from_keys: bool, accelerate, progress: int):
     """The jitted EM program for this model (cached on the model instance)."""
-    cache_key = (hist_len, from_keys, accelerate, _fingerprint(model))
+    cache_key = (hist_len, from_keys, accelerate, progress, _fingerprint(model))
     fn = model._compiled.get(cache_key)
     if fn is None:
 
-        def run(x, sample_weight, starts, max_iter, tol, x_draw):
+        def run(x, sample_weight, extra, starts, max_iter, tol, x_draw):
             if from_keys:
                 starts = jax.vmap(model._draw, in_axes=(0, None))(starts, x_draw)
-
-            def one(p):
-                return _em(model, x, sample_weight, p, max_iter, tol, hist_len, accelerate)
-
-            final = jax.vmap(one)(starts)
+            final = _run_restarts(
+                model,
+                x,
+                sample_weight,
+                extra,
+                starts,
+                max_iter,
+                tol,
+                hist_len,
+                accelerate,
+                progress,
+            )
             return final._replace(point=final.point._replace(m_input=None, row_ll=None)), starts
 
         fn = jax.jit(run)
         model._compiled[cache_key] = fn
     return fn
+
+
+def _stack_starts(model: Model, init, x, restarts: int):
+    """``init`` as a batch of starts with a leading restart axis (validated on the host)."""
+    if restarts == 1:
+        return jax.tree.map(lambda a: a[None], model._check_params(init, x))
+    sizes = {np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(init)}
+    if sizes != {restarts}:
+        raise ValueError(
+            f"restarts={restarts} with init: init must then hold {restarts} starts, stacked "
+            f"along a leading axis of every leaf (found leading sizes {sorted(map(str, sizes))}). "
+            "Pass one start with restarts=1, or key= and restarts= to draw random starts."
+        )
+    checked = [
+        model._check_params(jax.tree.map(lambda a, i=i: np.asarray(a)[i], init), x)
+        for i in range(restarts)  # host-side validation, before anything is traced
+    ]
+    return jax.tree.map(lambda *a: jnp.stack(a), *checked)
 
 
 def _history_length(max_iter: int) -> int:
@@ -197,7 +289,10 @@ def fit(
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
     sample_weight=None,
+    labels=None,
+    missing: str | None = None,
     accelerate: str | None = None,
+    progress: int = 0,
 ) -> FitResult:
     """Fit ``model`` to ``x`` by EM; return the best of ``restarts`` runs.
 
@@ -205,18 +300,40 @@ def fit(
         model: an ``em.Model`` or ``em.Mixture``.
         x: ``(N,)`` or ``(N, D)`` data (NumPy or JAX). Cast to float32, or
             float64 when ``jax_enable_x64`` is on.
-        init: one start (a params pytree; for a mixture an ``em.MixtureParams``).
+        init: one start (a params pytree; for a mixture an ``em.MixtureParams``),
+            or, with ``restarts=R``, R starts stacked along a leading axis of
+            every leaf (e.g. from ``jax.vmap(model.init, (0, None))(keys, x)``).
         key: a ``jax.random.key`` (or int seed) to draw ``restarts`` starts
             with ``model.init``; required when ``init`` is not given.
         restarts: number of random starts, all run together under ``vmap``.
         max_iter: maximum EM iterations per restart (0 evaluates the start).
         tol: stop when the objective improves by no more than ``tol`` per
             unit of sample weight (per sample, for unit weights).
-        sample_weight: ``(N,)`` non-negative weights of the rows.
+        sample_weight: ``(N,)`` non-negative weights of the rows: integer
+            weights give the fit of repeated rows, zero weights drop rows.
+        labels: ``(N,)`` integers, the latent state of each row where known and
+            -1 where not (semi-supervised EM): a labelled row's responsibilities
+            are fixed to its state and it adds ``log p(x_i, z_i = label)`` to the
+            objective, so components come out in label order.
+        missing: ``None`` (NaN in ``x`` raises) or ``"marginalize"``: NaN entries
+            are missing values, integrated out exactly. The objective is then the
+            observed-data log-likelihood (+ log prior). Families with
+            independent features drop the missing terms; ``MultivariateNormal``
+            uses the marginal of the observed entries and, in the M-step, the
+            conditional moments of the missing ones (Ghahramani & Jordan 1994).
+            A row with nothing observed adds nothing and keeps the prior weights
+            as responsibilities. Needs an ``em.Mixture``.
         accelerate: ``None`` (plain EM) or ``"squarem"``: squared extrapolation
             of the EM map (Varadhan & Roland 2008) that falls back to the plain
             EM step whenever the jump would not improve the objective, so the
             objective still never decreases and the fixed point is the same.
+        progress: 0 (silent) or N: print the iteration, the best objective so
+            far and the number of restarts still running to stderr every N
+            iterations, from inside the compiled loop. Off, it costs nothing
+            (the callback is not compiled in).
+
+    The result is deterministic: the same data, key and arguments give the
+    same result on the same device and JAX version.
 
     Returns:
         A :class:`FitResult` for the restart with the highest objective.
@@ -234,18 +351,17 @@ def fit(
     if not isinstance(accelerate, (str, type(None))) or accelerate not in ACCELERATORS:
         raise ValueError(f"accelerate must be None or 'squarem', got {accelerate!r}.")
     accelerate = None if accelerate == "none" else accelerate
-    x = _validation.prepare_data(model, x)
+    progress = _validation.check_int("progress", progress, 0)
+    if missing == "marginalize":
+        x, observed = _validation.prepare_data(model, x, missing)
+    else:
+        x, observed = _validation.prepare_data(model, x, missing), None
     sample_weight = _validation.prepare_sample_weight(sample_weight, x.shape[0])
 
     if init is not None:
-        if restarts != 1:
-            raise ValueError(
-                f"restarts={restarts} with init: init is one start. Pass init alone, or "
-                "key= and restarts= to draw random starts."
-            )
         if key is not None:
             raise ValueError("pass either init= (one start) or key= (random starts), not both.")
-        starts = jax.tree.map(lambda a: a[None], model._check_params(init, x))
+        starts = _stack_starts(model, init, x, restarts)
         from_keys = False
     else:
         if key is None:
@@ -260,8 +376,18 @@ def fit(
             )
         starts = jax.random.split(_validation.as_key(key), restarts)
         from_keys = True
+    if labels is not None:
+        if hasattr(model, "n_components"):
+            n_states = model.n_components
+        elif from_keys:
+            n_states = model._n_states(x)
+        else:
+            one = jax.tree.map(lambda a: a[0], starts)
+            n_states = int(jax.eval_shape(model.log_joint, one, x).shape[-1])
+        labels = _validation.prepare_labels(labels, x.shape[0], n_states)
+    extra = Extra(observed, labels)
 
-    program = _compiled(model, _history_length(max_iter), from_keys, accelerate)
+    program = _compiled(model, _history_length(max_iter), from_keys, accelerate, progress)
     # Random starts come from rows that count: a zero-weight row must not seed a component.
     positive = np.asarray(sample_weight) > 0
     x_draw = x if positive.all() else x[positive]
@@ -270,7 +396,7 @@ def fit(
             f"sample_weight leaves {x_draw.shape[0]} rows with positive weight, fewer than "
             f"n_components={model.n_components}."
         )
-    final, _ = program(x, sample_weight, starts, max_iter, jnp.asarray(tol, x.dtype), x_draw)
+    final, _ = program(x, sample_weight, extra, starts, max_iter, jnp.asarray(tol, x.dtype), x_draw)
 
     objectives = np.asarray(final.point.objective, dtype=np.float64)
     n_iters = np.asarray(final.n_iter)

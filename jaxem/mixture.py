@@ -27,9 +27,9 @@ import numpy as np
 
 from jaxem import constraints as _constraints
 from jaxem import priors as _priors
-from jaxem.estep import e_step
+from jaxem.estep import e_step, pin_labels
 from jaxem.families.base import Family, closed_form_for, component_constraints
-from jaxem.model import Model
+from jaxem.model import NO_EXTRA, Extra, Model
 from jaxem.mstep import GradientOptions, maximize
 
 __all__ = ["Mixture", "MixtureParams"]
@@ -66,6 +66,84 @@ def _map_component_leaves(family, components, fn):
     return jax.tree.map(
         lambda axis, a: a if axis is None else fn(a), axes, components, is_leaf=_is_none
     )
+
+
+def _block_log_prob(family, block, x, observed):
+    if observed is None:
+        return family.log_prob_components(block, x)
+    return family.log_prob_components_missing(block, x, observed)
+
+
+def _scalar_hyperparameters(family) -> bool:
+    """Whether every prior hyper-parameter is shared by all features.
+
+    Then the closed form can be run feature by feature on ``(N,)`` columns.
+    A Dirichlet's concentration may keep its category axis.
+    """
+    for prior in getattr(family, "priors", {}).values():
+        if prior is None:
+            continue
+        for name, value in vars(prior).items():
+            if not isinstance(value, np.ndarray) or name.startswith("_"):
+                continue
+            allowed = 1 if isinstance(prior, _priors.Dirichlet) else 0
+            if value.ndim > allowed:
+                return False
+    return True
+
+
+def _route(family, ndim: int, missing: bool) -> str:
+    """How a block's M-step is done: from which E-step output, by which update.
+
+    ``stats``/``resp``: the registered closed form from sufficient statistics
+    or from responsibilities; ``missing stats``: the family's own expected
+    statistics under missing entries; ``feature stats``/``feature resp``: the
+    closed form run on each feature's column with its missing rows weighted 0
+    (independent features); ``gradient``: the gradient M-step.
+    """
+    cf = closed_form_for(family)
+    if cf is None:
+        return "gradient"
+    if not missing:
+        return "stats" if cf.sufficient_stats is not None else "resp"
+    overrides = type(family).missing_sufficient_stats is not Family.missing_sufficient_stats
+    if cf.sufficient_stats is not None and overrides:
+        return "missing stats"
+    if ndim == 1 or (family.independent_features and _scalar_hyperparameters(family)):
+        return "feature stats" if cf.sufficient_stats is not None else "feature resp"
+    return "gradient"
+
+
+def _feature_stats(family, block, x, resp, sample_weight, observed):
+    """Closed-form statistics with missing entries weighted 0, feature by feature."""
+    cf = closed_form_for(family)
+    if x.ndim == 1:
+        return cf.sufficient_stats(family, block, x, resp, sample_weight * observed)
+
+    def one(b, column, seen):
+        return cf.sufficient_stats(family, b, column, resp, sample_weight * seen)
+
+    return jax.vmap(one, in_axes=(1, 1, 1))(block, x, observed)
+
+
+def _feature_update(family, block, stats, ndim: int):
+    cf = closed_form_for(family)
+    if ndim == 1:
+        return cf.update(family, block, stats)
+    return jax.vmap(lambda b, st: cf.update(family, b, st), in_axes=(1, 0), out_axes=1)(
+        block, stats
+    )
+
+
+def _feature_resp_update(family, block, x, resp, sample_weight, observed):
+    cf = closed_form_for(family)
+    if x.ndim == 1:
+        return cf.update(family, block, x, resp, sample_weight * observed)
+
+    def one(b, column, seen):
+        return cf.update(family, b, column, resp, sample_weight * seen)
+
+    return jax.vmap(one, in_axes=(1, 1, 1), out_axes=1)(block, x, observed)
 
 
 def _is_family(obj) -> bool:
@@ -197,16 +275,21 @@ class Mixture(Model):
         return MixtureParams(_constraints.simplex, comps)
 
     # -- the model -------------------------------------------------------------
-    def component_log_prob(self, components, x) -> jax.Array:
-        """``(N, K)`` log densities of each row under each component."""
+    def component_log_prob(self, components, x, observed=None) -> jax.Array:
+        """``(N, K)`` log densities of each row under each component.
+
+        ``observed`` (a boolean array of ``x``'s shape, or ``None``) marks the
+        entries that count; the others are integrated out.
+        """
         parts = [
-            family.log_prob_components(block, x)
+            _block_log_prob(family, block, x, observed)
             for (family, _), block in zip(self._blocks, self._to_blocks(components), strict=True)
         ]
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
-    def log_joint(self, params, x) -> jax.Array:
-        return jnp.log(params.weights) + self.component_log_prob(params.components, x)
+    def log_joint(self, params, x, observed=None) -> jax.Array:
+        """``(N, K)`` values ``log w_k + log f_k(x_i)`` (observed entries only, if given)."""
+        return jnp.log(params.weights) + self.component_log_prob(params.components, x, observed)
 
     def log_prior(self, params) -> jax.Array:
         lp = sum(
@@ -240,8 +323,10 @@ class Mixture(Model):
         return every[labels, jnp.arange(n)], labels
 
     # -- the engine's protocol ---------------------------------------------------
-    def _expect(self, params, x, sample_weight):
-        resp, row_ll = e_step(self.log_joint(params, x))
+    def _expect(self, params, x, sample_weight, extra: Extra = NO_EXTRA):
+        observed = extra.observed
+        lj = pin_labels(self.log_joint(params, x, observed), extra.labels)
+        resp, row_ll = e_step(lj)
         # A zero-weight row may have density 0 under every component: its
         # softmax is nan, and nan * 0 would poison every sum.
         resp = jnp.where(sample_weight[:, None] > 0, resp, 0)
@@ -250,30 +335,43 @@ class Mixture(Model):
         for (family, sl), block in zip(
             self._slices(), self._to_blocks(params.components), strict=True
         ):
-            cf = closed_form_for(family)
-            if cf is not None and cf.sufficient_stats is not None:
-                stats.append(cf.sufficient_stats(family, block, x, resp[:, sl], sample_weight))
+            route = _route(family, x.ndim, observed is not None)
+            r = resp[:, sl]
+            if route == "stats":
+                cf = closed_form_for(family)
+                stats.append(cf.sufficient_stats(family, block, x, r, sample_weight))
+            elif route == "missing stats":
+                stats.append(family.missing_sufficient_stats(block, x, r, sample_weight, observed))
+            elif route == "feature stats":
+                stats.append(_feature_stats(family, block, x, r, sample_weight, observed))
             else:
                 stats.append(None)
                 need_resp = True
         m_input = _MixtureEStep(counts, tuple(stats), resp if need_resp else None)
         return row_ll, self.log_prior(params), m_input
 
-    def _maximize(self, params, x, sample_weight, m_input):
+    def _maximize(self, params, x, sample_weight, m_input, extra: Extra = NO_EXTRA):
+        observed = extra.observed
         weights = self._update_weights(params.weights, m_input.counts)
         blocks = []
         for (family, sl), block, stats in zip(
             self._slices(), self._to_blocks(params.components), m_input.stats, strict=True
         ):
             cf = closed_form_for(family)
-            if stats is not None:
+            route = _route(family, x.ndim, observed is not None)
+            if route in ("stats", "missing stats"):
                 blocks.append(cf.update(family, block, stats))
-            elif cf is not None:
+            elif route == "feature stats":
+                blocks.append(_feature_update(family, block, stats, x.ndim))
+            elif route == "resp":
                 resp = m_input.resp[:, sl]
                 blocks.append(cf.update(family, block, x, resp, sample_weight))
+            elif route == "feature resp":
+                resp = m_input.resp[:, sl]
+                blocks.append(_feature_resp_update(family, block, x, resp, sample_weight, observed))
             else:
                 resp = m_input.resp[:, sl]
-                blocks.append(self._gradient_block(family, block, x, sample_weight, resp))
+                blocks.append(self._gradient_block(family, block, x, sample_weight, resp, observed))
         return MixtureParams(weights, self._from_blocks(blocks))
 
     def _update_weights(self, weights, counts):
@@ -290,12 +388,12 @@ class Mixture(Model):
         leaves = _constraints.broadcast(_constraints.simplex, weights)
         return maximize(objective, weights, leaves, self.gradient_options)
 
-    def _gradient_block(self, family, block, x, sample_weight, resp):
+    def _gradient_block(self, family, block, x, sample_weight, resp, observed=None):
         wr = resp * sample_weight[:, None]
         total = jnp.sum(sample_weight)
 
         def objective(theta):
-            lp = family.log_prob_components(theta, x)
+            lp = _block_log_prob(family, theta, x, observed)
             q = jnp.sum(jnp.where(wr > 0, wr * lp, 0))
             return (q + family.log_prior(theta)) / total
 
@@ -321,8 +419,29 @@ class Mixture(Model):
         return MixtureParams(jnp.full((k,), 1.0 / k, x.dtype), self._from_blocks(blocks))
 
     # -- host-side validation ------------------------------------------------------
+    def _start_shapes(self, x):
+        """Shapes of the components ``init`` draws for data like ``x`` (None if it cannot)."""
+        key = ("start shapes", x.shape, str(x.dtype), repr(self))
+        if key not in self._compiled:
+            try:
+                shapes = jax.eval_shape(self._draw, jax.random.key(0), x).components
+            except NotImplementedError:  # a custom family without init
+                shapes = None
+            self._compiled[key] = shapes
+        return self._compiled[key]
+
     def _can_draw(self) -> bool:
         return True
+
+    def _check_missing(self, x: np.ndarray) -> None:
+        for family, _ in self._blocks:
+            if not family.supports_missing(x.ndim):
+                raise ValueError(
+                    f"missing='marginalize': {type(family).__name__} cannot integrate out "
+                    "missing entries of (N, D) data (its features are not independent and it "
+                    "defines no log_prob_components_missing). Impute the data, or use a "
+                    "family that can."
+                )
 
     def _check_data(self, x: np.ndarray) -> None:
         if x.shape[0] < self.n_components:
@@ -366,4 +485,15 @@ class Mixture(Model):
                         f"init components{jax.tree_util.keystr(path)} must have a leading axis "
                         f"of n_components={k}, got shape {shape}."
                     )
+            expected = self._start_shapes(x)
+            given = jax.tree_util.tree_flatten_with_path(comps)[0]
+            want = jax.tree.leaves(expected)
+            if expected is not None and len(given) == len(want):
+                for (path, leaf), spec in zip(given, want, strict=True):
+                    if np.shape(leaf) != spec.shape:
+                        raise ValueError(
+                            f"components{jax.tree_util.keystr(path)} has shape "
+                            f"{np.shape(leaf)}, but {self.family!r} with "
+                            f"n_components={k} on data of shape {x.shape} uses {spec.shape}."
+                        )
         return super()._check_params(MixtureParams(w, comps), x)

@@ -10,7 +10,7 @@ implements them from the user's ``log_joint`` / ``log_prior`` / ``m_step``;
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,10 +18,26 @@ import numpy as np
 
 from jaxem import _validation
 from jaxem import constraints as _constraints
-from jaxem.estep import e_step
+from jaxem.estep import e_step, pin_labels
 from jaxem.mstep import GradientOptions, maximize
 
 __all__ = ["Model"]
+
+
+class Extra(NamedTuple):
+    """Per-row side information the engine hands to a model with the data.
+
+    Attributes:
+        observed: ``None``, or a boolean array of ``x``'s shape, False where the
+            entry was missing (its value in ``x`` is a placeholder).
+        labels: ``None``, or ``(N,)`` int32 latent states, -1 where unknown.
+    """
+
+    observed: Any = None
+    labels: Any = None
+
+
+NO_EXTRA = Extra()
 
 
 class Model:
@@ -89,14 +105,14 @@ class Model:
         return jnp.asarray(self._log_prior(params))
 
     # -- the engine's protocol -------------------------------------------------
-    def _expect(self, params, x, sample_weight):
+    def _expect(self, params, x, sample_weight, extra: Extra = NO_EXTRA):
         """E-step: ``(row_ll (N,), log_prior, m_input)``; ``m_input`` feeds ``_maximize``."""
-        resp, row_ll = e_step(self.log_joint(params, x))
+        resp, row_ll = e_step(pin_labels(self.log_joint(params, x), extra.labels))
         # A zero-weight row may have density 0 everywhere (nan softmax): drop it.
         resp = jnp.where(sample_weight[:, None] > 0, resp, 0)
         return row_ll, self.log_prior(params), resp
 
-    def _maximize(self, params, x, sample_weight, resp):
+    def _maximize(self, params, x, sample_weight, resp, extra: Extra = NO_EXTRA):
         """M-step from the responsibilities of the E-step at ``params``."""
         if self.m_step is not None:
             return self.m_step(params, x, resp, sample_weight)
@@ -117,6 +133,20 @@ class Model:
     # -- host-side validation --------------------------------------------------
     def _check_data(self, x: np.ndarray) -> None:
         """Raise for data this model cannot take (host array)."""
+
+    def _check_missing(self, x: np.ndarray) -> None:
+        """Raise unless this model can integrate out NaN entries of ``x``."""
+        raise ValueError(
+            "missing='marginalize' needs a model that knows how to integrate out missing "
+            "entries: an em.Mixture of built-in families (or families with "
+            "independent_features = True). For a custom em.Model, handle NaN in log_joint "
+            "yourself or impute before fitting."
+        )
+
+    def _n_states(self, x) -> int:
+        """K, the number of latent states (from the model's own start)."""
+        params = jax.eval_shape(self._draw, jax.random.key(0), x)
+        return int(jax.eval_shape(self.log_joint, params, x).shape[-1])
 
     def _can_draw(self) -> bool:
         return self.init is not None
@@ -142,7 +172,13 @@ class Model:
                     f"init parameter {jax.tree_util.keystr(path)} is outside its support "
                     f"({con!r}): {np.asarray(leaf)}."
                 )
-        out = jax.eval_shape(self.log_joint, params, x)
+        try:
+            out = jax.eval_shape(self.log_joint, params, x)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"the parameters do not fit data of shape {x.shape} (check the number of "
+                f"features and components): log_joint(params, x) failed with: {err}"
+            ) from err
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
             raise ValueError(
                 f"log_joint(params, x) must return shape (N, K) = ({x.shape[0]}, K); "

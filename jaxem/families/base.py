@@ -46,6 +46,11 @@ class Family:
     """
 
     constraints: dict = {}
+    #: True when, for ``(N, D)`` data, ``log_prob`` is a sum of per-feature
+    #: terms and every parameter leaf of one component has a leading ``(D,)``
+    #: feature axis. Missing entries are then integrated out by dropping their
+    #: terms (``em.fit(..., missing="marginalize")``).
+    independent_features: bool = False
 
     def log_prob(self, params, x):
         """Log density of one component at each row of ``x``: ``(N,)``."""
@@ -75,6 +80,44 @@ class Family:
                 f"{x.shape}. For (N, D) data with independent features, sum over the last axis."
             )
         return jax.vmap(self.log_prob, in_axes=(0, None), out_axes=1)(components, x)
+
+    def log_prob_components_missing(self, components, x, observed) -> jax.Array:
+        """``(N, K)`` log densities of the observed entries of each row.
+
+        ``observed`` is a boolean array of ``x``'s shape; missing entries of
+        ``x`` hold placeholders inside the support. A row with nothing observed
+        gets 0 under every component. The default covers ``(N,)`` data (a row is
+        observed or not) and families with ``independent_features``: each
+        feature's term is evaluated separately and the missing ones dropped.
+        Families with dependent features override it (``MultivariateNormal``).
+        """
+        if x.ndim == 1:
+            return jnp.where(observed[:, None], self.log_prob_components(components, x), 0)
+        if not self.independent_features:
+            raise ValueError(
+                f"{type(self).__name__} cannot integrate out missing entries of (N, D) data: "
+                "set independent_features = True if log_prob sums independent per-feature "
+                "terms, or override log_prob_components_missing."
+            )
+        per_feature = jax.vmap(self.log_prob_components, in_axes=(1, 1))(components, x)
+        return jnp.sum(jnp.where(observed.T[:, :, None], per_feature, 0), axis=0)
+
+    def supports_missing(self, ndim: int) -> bool:
+        """Whether :meth:`log_prob_components_missing` works for data of this ndim."""
+        overridden = (
+            type(self).log_prob_components_missing is not Family.log_prob_components_missing
+        )
+        return ndim == 1 or self.independent_features or overridden
+
+    def missing_sufficient_stats(self, components, x, resp, sample_weight, observed):
+        """Expected sufficient statistics of the registered closed form with missing entries.
+
+        ``None`` (the default) lets the mixture handle missing entries itself
+        (per feature for independent features, else the gradient M-step).
+        ``MultivariateNormal`` returns the conditional expectations of the
+        missing entries' statistics.
+        """
+        return None
 
     def component_axes(self, components):
         """The component axis of each leaf: ``0``, or ``None`` for a leaf shared by all.

@@ -42,6 +42,7 @@ class Binomial(Family):
         >>> model = em.Mixture(em.Binomial(10, p_prior=priors.Beta(2, 2)), n_components=2)
     """
 
+    independent_features = True  # (N, D) data: a product over features
     constraints = {"p": constraints.unit_interval}
 
     def __init__(self, n_trials: int, *, p_prior=None):

@@ -68,6 +68,7 @@ class Categorical(Family):
         >>> res.params.components.probs               # (3, 6, 4)
     """
 
+    independent_features = True  # (N, D) data: a product over features
     constraints = {"probs": constraints.simplex}
 
     def __init__(self, n_categories: int, *, probs_prior=None):

@@ -60,6 +60,7 @@ class Exponential(Family):
         >>> 1 / res.params.components.rate             # (2,) component means
     """
 
+    independent_features = True  # (N, D) data: a product over features
     constraints = {"rate": constraints.positive}
 
     def __init__(self, *, rate_prior=None):

@@ -54,6 +54,7 @@ class Gamma(Family):
         >>> res.params.components.concentration, res.params.components.rate   # (2,), (2,)
     """
 
+    independent_features = True  # (N, D) data: a product over features
     constraints = {"concentration": constraints.positive, "rate": constraints.positive}
 
     def __init__(self, *, concentration_prior=None, rate_prior=None):

@@ -223,6 +223,90 @@ class MultivariateNormal(Family):
             m = jax.lax.map(maha, xp).reshape(chunks * size, k)[:n]
         return -0.5 * (d * _LOG_2PI + log_det + m)
 
+    def _full_covs(self, components, k: int, d: int):
+        """Every component's covariance as a ``(K, D, D)`` matrix."""
+        cov = components.cov
+        if self.covariance_type == "full":
+            return cov
+        if self.covariance_type == "tied":
+            return jnp.broadcast_to(cov, (k, d, d))
+        var = cov if self.covariance_type == "diag" else jnp.broadcast_to(cov[:, None], (k, d))
+        return var[:, :, None] * jnp.eye(d, dtype=var.dtype)
+
+    def _observed_solve(self, components, x, observed):
+        """Per row and component: the observed block's Cholesky factor and solve.
+
+        With ``m`` the row's observed mask, ``A = (m mᵀ) ∘ Σ + diag(1 - m)`` is
+        ``Σ_oo`` on the observed entries and the identity on the missing ones,
+        so ``log det A = log det Σ_oo`` and, for ``z = m ∘ (x - μ)``, ``v = A⁻¹ z``
+        is ``Σ_oo⁻¹ (x_o - μ_o)`` on the observed entries and 0 elsewhere: the
+        marginal density without gathering a different sub-matrix per row.
+        Returns ``(chol (N,K,D,D), v (N,K,D), z (N,K,D))``.
+        """
+        mean = components.mean
+        k, d = mean.shape
+        m = observed.astype(x.dtype)  # (N, D)
+        sigma = self._full_covs(components, k, d)  # (K, D, D)
+        eye = jnp.eye(d, dtype=x.dtype)
+        a = (m[:, None, :, None] * m[:, None, None, :]) * sigma[None] + eye * (1 - m)[
+            :, None, None, :
+        ]
+        chol = jnp.linalg.cholesky(a)
+        z = m[:, None, :] * (x[:, None, :] - mean[None])
+        v = jax.scipy.linalg.cho_solve((chol, True), z[..., None])[..., 0]
+        return chol, v, z
+
+    def log_prob_components_missing(self, components, x, observed) -> jax.Array:
+        """``(N, K)`` log densities of each row's observed entries (the marginal normal)."""
+        m = observed.astype(x.dtype)
+        d_obs = jnp.sum(m, axis=1)  # (N,)
+        if self.covariance_type in ("diag", "spherical"):
+            k, d = components.mean.shape
+            var = self._full_covs(components, k, d)
+            var = jnp.diagonal(var, axis1=-2, axis2=-1)  # (K, D)
+            diff = x[:, None, :] - components.mean[None]
+            terms = jnp.log(var)[None] + diff * diff / var[None]  # (N, K, D)
+            return -0.5 * (d_obs[:, None] * _LOG_2PI + jnp.sum(m[:, None, :] * terms, axis=-1))
+        chol, v, z = self._observed_solve(components, x, observed)
+        log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+        maha = jnp.sum(z * v, axis=-1)
+        return -0.5 * (d_obs[:, None] * _LOG_2PI + log_det + maha)
+
+    def missing_sufficient_stats(self, components, x, resp, sample_weight, observed):
+        """The closed form's statistics, with each missing entry's conditional moments.
+
+        Exact EM for incomplete normal data (Ghahramani & Jordan 1994): given
+        component k and the observed entries, the missing ones are normal with
+        mean ``μ_m + Σ_mo Σ_oo⁻¹ (x_o - μ_o)`` and covariance
+        ``Σ_mm - Σ_mo Σ_oo⁻¹ Σ_om``; the statistics are their expectations, centred
+        at the current means as :class:`MultivariateNormalStats` are.
+        """
+        wr = resp * sample_weight[:, None]  # (N, K)
+        mean = components.mean
+        k, d = mean.shape
+        m = observed.astype(x.dtype)
+        n = jnp.sum(wr, axis=0)
+        hi = jax.lax.Precision.HIGHEST
+        if self.covariance_type in ("diag", "spherical"):
+            var = jnp.diagonal(self._full_covs(components, k, d), axis1=-2, axis2=-1)  # (K, D)
+            diff = m[:, None, :] * (x[:, None, :] - mean[None])  # missing: E[x] - μ = 0
+            s1 = jnp.einsum("nk,nkd->kd", wr, diff, precision=hi)
+            s2 = jnp.einsum("nk,nkd->kd", wr, diff * diff, precision=hi)
+            s2 = s2 + var * jnp.einsum("nk,nd->kd", wr, 1 - m, precision=hi)
+            return MultivariateNormalStats(n, s1, s2)
+        sigma = self._full_covs(components, k, d)
+        chol, v, _ = self._observed_solve(components, x, observed)
+        eye = jnp.broadcast_to(jnp.eye(d, dtype=x.dtype), chol.shape)
+        a_inv = jax.scipy.linalg.cho_solve((chol, True), eye)  # (N, K, D, D)
+        p = (m[:, None, :, None] * m[:, None, None, :]) * a_inv  # Σ_oo⁻¹, embedded
+        # E[x - μ | x_o] = Σ v and E[(x - μ)(x - μ)ᵀ | x_o] = Σ (v vᵀ - P) Σ + Σ, so
+        # Σ_i w r (…) = Σ G Σ + n Σ with G = Σ_i w r (v vᵀ - P).
+        g = jnp.einsum("nk,nkd,nke->kde", wr, v, v, precision=hi)
+        g = g - jnp.einsum("nk,nkde->kde", wr, p, precision=hi)
+        s1 = jnp.einsum("kde,ke->kd", sigma, jnp.einsum("nk,nkd->kd", wr, v, precision=hi))
+        s2 = sigma @ g @ sigma + n[:, None, None] * sigma
+        return MultivariateNormalStats(n, s1, 0.5 * (s2 + jnp.swapaxes(s2, 1, 2)))
+
     def log_prob(self, params, x):
         """``(N,)`` log densities of one component (``mean (D,)``; ``cov`` without K axis).
 

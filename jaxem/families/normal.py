@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxem import constraints, priors
 from jaxem.families._seeding import kmeans_plus_plus
@@ -44,6 +45,11 @@ class Normal(Family):
         var_prior: prior on each variance: ``priors.InverseGamma`` (closed
             form), any other prior or function.
         ecm_sweeps: coordinate-ascent sweeps of the closed-form M-step.
+        min_var: floor of the closed-form variance update (default ``1e-6``,
+            scikit-learn's ``reg_covar``, but as a floor, not an addition: the
+            update is the maximiser over ``var >= min_var``, identical to the
+            unconstrained one unless a component collapses onto one value,
+            where the likelihood is unbounded). ``0`` disables it.
 
     Example:
         >>> fam = em.Normal(mean_prior=priors.Normal(30.0, 5.0 ** 0.5),
@@ -51,9 +57,12 @@ class Normal(Family):
         >>> model = em.Mixture(fam, n_components=3, weights_prior=priors.Dirichlet(1.5))
     """
 
+    independent_features = True  # (N, D) data: a product over features
     constraints = {"mean": constraints.real, "var": constraints.positive}
 
-    def __init__(self, *, mean_prior=None, var_prior=None, ecm_sweeps: int = 20):
+    def __init__(
+        self, *, mean_prior=None, var_prior=None, ecm_sweeps: int = 20, min_var: float = 1e-6
+    ):
         self.priors = {
             "mean": check_prior("Normal", "mean", mean_prior),
             "var": check_prior("Normal", "var", var_prior),
@@ -61,6 +70,20 @@ class Normal(Family):
         if not isinstance(ecm_sweeps, int) or ecm_sweeps < 1:
             raise ValueError(f"Normal: ecm_sweeps must be an integer >= 1, got {ecm_sweeps!r}.")
         self.ecm_sweeps = ecm_sweeps
+        if (
+            isinstance(min_var, bool)
+            or not isinstance(min_var, (int, float))
+            or not (np.isfinite(min_var) and min_var >= 0)
+        ):
+            raise ValueError(f"Normal: min_var must be a finite number >= 0, got {min_var!r}.")
+        self.min_var = float(min_var)
+
+    def __repr__(self) -> str:
+        base = super().__repr__()
+        if self.min_var == 1e-6:
+            return base
+        sep = "" if base.endswith("()") else ", "
+        return f"{base[:-1]}{sep}min_var={self.min_var:g})"
 
     def log_prob(self, params, x):
         z = x - params.mean
@@ -123,14 +146,17 @@ def _update(family, params, stats):
         return ((n * m_old + stats.s1) / var + prec0 * mu0) / (n / var + prec0)
 
     def var_given_mean(mean, var_old):
-        # argmax_v  -(n/2) log v - Σ wr (x - mean)^2 / (2v) + log InvGamma(v | a, b)
+        # argmax_v  -(n/2) log v - Σ wr (x - mean)^2 / (2v) + log InvGamma(v | a, b),
+        # over v >= min_var (the objective is unimodal in v: clip the maximiser).
         d = mean - m_old
         ss = jnp.maximum(stats.s2 - 2 * d * stats.s1 + n * d * d, 0)  # Σ wr (x - mean)^2
         if vp is None:
-            return jnp.where(has_data, ss / n_safe, var_old)
-        a = jnp.asarray(vp.concentration, ss.dtype)
-        b = jnp.asarray(vp.scale, ss.dtype)
-        return (ss + 2 * b) / (n + 2 * a + 2)
+            var = jnp.where(has_data, ss / n_safe, var_old)
+        else:
+            a = jnp.asarray(vp.concentration, ss.dtype)
+            b = jnp.asarray(vp.scale, ss.dtype)
+            var = (ss + 2 * b) / (n + 2 * a + 2)
+        return jnp.maximum(var, jnp.asarray(family.min_var, ss.dtype))
 
     def sweep(_, p):
         mean = mean_given_var(p.var)

@@ -57,6 +57,7 @@ class Poisson(Family):
         >>> res.params.components.rate                 # (3,)
     """
 
+    independent_features = True  # (N, D) data: a product over features
     constraints = {"rate": constraints.positive}
 
     def __init__(self, *, rate_prior=None):

@@ -98,6 +98,7 @@ class StudentT(Family):
         >>> res.params.components.df                  # (2,)
     """
 
+    independent_features = True  # (N, D) data: a product over features
     constraints = {
         "loc": constraints.real,
         "scale": constraints.positive,

@@ -104,6 +104,7 @@ class VonMises(Family):
         >>> res.params.components.loc                 # (3,), in (-π, π]
     """
 
+    independent_features = True  # (N, D) data: a product over features
     constraints = {"loc": circular, "concentration": constraints.positive}
 
     def __init__(self, *, loc_prior=None, concentration_prior=None):
