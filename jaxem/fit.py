@@ -127,13 +127,15 @@ def _em_parts(model: Model, x, sample_weight, extra, tol, hist_len: int, acceler
         )
         # EM never lowers the objective. A tiny drop (rounding, or reg_covar's
         # shift of an otherwise exact update near the optimum, ~1e-12 relative)
-        # means it has settled: stop at the better point. A drop beyond 1e-8
-        # relative means a broken M-step (a user m_step, say): stop there too,
-        # and say so.
+        # means it has settled: stop at the better point. Rounding grows with
+        # the conditioning (a covariance near rank deficiency, data far from
+        # 0 in float32), so only a drop beyond sqrt(eps) relative (3e-4 in
+        # float32, 1.5e-8 in float64) is taken for a broken M-step (a user
+        # m_step, say): stop there too, and say so.
         scale = weighted_sum(sample_weight, jnp.abs(s.point.row_ll)) + 1
         noise = 8 * eps * scale
         decreased = gain < -noise
-        broken = gain < -(noise + threshold + 1e-8 * scale)
+        broken = gain < -(noise + threshold + jnp.sqrt(eps) * scale)
         finite = jnp.isfinite(new.objective)
         advanced = _State(
             new,
@@ -418,7 +420,8 @@ def fit(
         warnings.warn(
             f"an M-step lowered the objective after iteration {n_iters[best]}, which EM never "
             "does: the M-step is wrong (check a custom m_step or closed form with "
-            "em.check_m_step). The last parameters before the drop are returned "
+            "em.check_m_step), or float32 cannot resolve this problem (try "
+            "jax_enable_x64). The last parameters before the drop are returned "
             "(converged=False).",
             RuntimeWarning,
             stacklevel=2,
