@@ -34,6 +34,48 @@ def as_float_array(x, name: str = "x") -> np.ndarray:
 MISSING_OPTIONS = (None, "raise", "marginalize")
 
 
+def _row_sharded(x) -> bool:
+    """Whether ``x`` is a JAX array split over several devices (data parallelism)."""
+    return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+
+
+def row_sharding(x, ndim: int):
+    """``x``'s sharding of rows, for an array of ``ndim`` dimensions with the same rows."""
+    sharding = x.sharding
+    spec = getattr(sharding, "spec", None)
+    if spec is None or ndim == x.ndim:
+        return sharding
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    first = spec[0] if len(spec) else None
+    return NamedSharding(sharding.mesh, PartitionSpec(first, *([None] * (ndim - 1))))
+
+
+def place_like(arr, x):
+    """Put a host array with ``x``'s rows where ``x``'s rows are (same sharding on axis 0)."""
+    if not _row_sharded(x):
+        return jnp.asarray(arr)
+    return jax.device_put(arr, row_sharding(x, np.ndim(arr)))
+
+
+def _prepare_distributed(model, x, missing):
+    """Validate a global array whose rows live on several processes, shard by shard."""
+    if missing == "marginalize":
+        raise ValueError(
+            "missing='marginalize' is not supported for data spread over several processes; "
+            "impute, or fit each process's data with missing values on one host."
+        )
+    for shard in x.addressable_shards:
+        local = as_float_array(np.asarray(shard.data))
+        if not np.all(np.isfinite(local)):
+            raise ValueError(
+                "x contains NaN or infinite entries on this process; remove or impute them."
+            )
+        if local.size:
+            model._check_data(local)
+    return x.astype(float_dtype())
+
+
 def prepare_data(model, x, missing: str | None = None):
     """Validate data for ``model``; return it as a device array of the float dtype.
 
@@ -46,6 +88,8 @@ def prepare_data(model, x, missing: str | None = None):
     """
     if missing not in MISSING_OPTIONS:
         raise ValueError(f"missing must be None, 'raise' or 'marginalize', got {missing!r}.")
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return _prepare_distributed(model, x, missing)
     arr = as_float_array(x)
     if arr.ndim not in (1, 2):
         raise ValueError(
@@ -70,10 +114,10 @@ def prepare_data(model, x, missing: str | None = None):
                 "out; otherwise remove or impute them before fitting."
             )
         model._check_data(arr)
-        return jnp.asarray(arr)
+        return place_like(arr, x)
     if not nan.any():
         model._check_data(arr)
-        return jnp.asarray(arr), None
+        return place_like(arr, x), None
     model._check_missing(arr)
     cols = arr.reshape(len(arr), -1)
     filled = cols.copy()
@@ -86,12 +130,18 @@ def prepare_data(model, x, missing: str | None = None):
         filled[np.isnan(cols[:, j]), j] = seen[np.argmin(np.abs(seen - seen.mean()))]
     filled = filled.reshape(arr.shape)
     model._check_data(filled)
-    return jnp.asarray(filled), jnp.asarray(~nan)
+    return place_like(filled, x), place_like(~nan, x)
 
 
-def prepare_sample_weight(sample_weight, n: int) -> jax.Array:
+def prepare_sample_weight(sample_weight, n: int, like=None) -> jax.Array:
+    """``(N,)`` weights (ones by default), placed like the rows of ``like``."""
     if sample_weight is None:
+        if like is not None and _row_sharded(like):
+            sharding = row_sharding(like, 1)
+            return jax.jit(lambda: jnp.ones(n, float_dtype()), out_shardings=sharding)()
         return jnp.ones(n, float_dtype())
+    if isinstance(sample_weight, jax.Array) and not sample_weight.is_fully_addressable:
+        return sample_weight.astype(float_dtype())
     w = as_float_array(sample_weight, "sample_weight")
     if w.shape != (n,):
         raise ValueError(f"sample_weight must have shape ({n},) to match x, got {w.shape}.")
@@ -99,7 +149,7 @@ def prepare_sample_weight(sample_weight, n: int) -> jax.Array:
         raise ValueError("sample_weight must be finite and >= 0.")
     if not w.sum() > 0:
         raise ValueError("sample_weight must have a positive sum.")
-    return jnp.asarray(w)
+    return jnp.asarray(w) if like is None else place_like(w, like)
 
 
 def prepare_labels(labels, n: int, n_states: int) -> jax.Array:

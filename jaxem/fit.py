@@ -358,7 +358,7 @@ def fit(
         x, observed = _validation.prepare_data(model, x, missing)
     else:
         x, observed = _validation.prepare_data(model, x, missing), None
-    sample_weight = _validation.prepare_sample_weight(sample_weight, x.shape[0])
+    sample_weight = _validation.prepare_sample_weight(sample_weight, x.shape[0], like=x)
 
     if init is not None:
         if key is not None:
@@ -386,13 +386,16 @@ def fit(
         else:
             one = jax.tree.map(lambda a: a[0], starts)
             n_states = int(jax.eval_shape(model.log_joint, one, x).shape[-1])
-        labels = _validation.prepare_labels(labels, x.shape[0], n_states)
+        labels = _validation.place_like(_validation.prepare_labels(labels, x.shape[0], n_states), x)
     extra = Extra(observed, labels)
 
     program = _compiled(model, _history_length(max_iter), from_keys, accelerate, progress)
     # Random starts come from rows that count: a zero-weight row must not seed a component.
-    positive = np.asarray(sample_weight) > 0
-    x_draw = x if positive.all() else x[positive]
+    if sample_weight.is_fully_addressable:
+        positive = np.asarray(sample_weight) > 0
+        x_draw = x if positive.all() else x[positive]
+    else:  # rows on several processes: draw from all of them
+        x_draw = x
     if from_keys and x_draw.shape[0] < getattr(model, "n_components", 1):
         raise ValueError(
             f"sample_weight leaves {x_draw.shape[0]} rows with positive weight, fewer than "

@@ -1,0 +1,52 @@
+"""Fit on one device and on 8 (forced CPU) devices; print both as JSON.
+
+Run as a script: the device count must be fixed before JAX starts.
+"""
+
+import json
+import os
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
+
+import jaxem as em  # noqa: E402
+from jaxem import priors  # noqa: E402
+
+
+def main() -> None:
+    assert len(jax.devices()) == 8
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    r = np.random.default_rng(0)
+    x2 = np.concatenate([r.normal(size=(800, 2)), r.normal(size=(800, 2)) + 3]).astype(np.float32)
+    x1 = np.concatenate([r.standard_t(4, 800), r.standard_t(4, 800) + 6]).astype(np.float32)
+    x_missing = x2.copy()
+    x_missing[::7, 1] = np.nan
+    cases = {
+        "closed form": (em.Mixture(em.MultivariateNormal("full"), 2), x2, {}),
+        "gradient": (em.Mixture(em.StudentT(df_prior=priors.Gamma(2.0, 0.1)), 2), x1, {}),
+        "missing": (
+            em.Mixture(em.MultivariateNormal("full"), 2),
+            x_missing,
+            {"missing": "marginalize"},
+        ),
+    }
+    out = {}
+    for name, (model, x, kw) in cases.items():
+        xs = jax.device_put(x, sharded)
+        assert len(xs.sharding.device_set) == 8
+        one = em.fit(model, x, key=jax.random.key(0), restarts=4, **kw)
+        many = em.fit(model, xs, key=jax.random.key(0), restarts=4, **kw)
+        out[name] = {
+            "one": [one.objective] + [np.asarray(a).tolist() for a in jax.tree.leaves(one.params)],
+            "many": [many.objective]
+            + [np.asarray(a).tolist() for a in jax.tree.leaves(many.params)],
+        }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
