@@ -145,3 +145,19 @@ def test_progress_reports_from_the_compiled_loop(capfd):
     assert "jaxem: iteration" not in capfd.readouterr().err
     with pytest.raises(ValueError, match="progress must be >= 0"):
         em.fit(model, x, key=0, progress=-1)
+
+
+def test_parameters_that_do_not_fit_the_data_are_rejected_before_tracing():
+    x2 = np.random.default_rng(6).normal(size=(50, 2))
+    x3 = np.random.default_rng(6).normal(size=(50, 3))
+    mvn = em.Mixture(em.MultivariateNormal("full"), 2)
+    res = em.fit(mvn, x2, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"shape \(2, 2\).*uses \(2, 3\)"):
+        em.predict(mvn, res.params, x3)
+    # A gradient-only family would broadcast (K,) parameters over 3 features silently.
+    student = em.Mixture(em.StudentT(), 2)
+    start = em.MixtureParams(
+        np.array([0.5, 0.5]), em.StudentTParams(np.zeros(2), np.ones(2), np.full(2, 5.0))
+    )
+    with pytest.raises(ValueError, match=r"components\.loc has shape \(2,\).*uses \(2, 3\)"):
+        em.fit(student, x3, init=start)
