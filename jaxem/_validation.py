@@ -98,6 +98,9 @@ def prepare_data(model, x, missing: str | None = None):
         )
     if arr.shape[0] == 0 or (arr.ndim == 2 and arr.shape[1] == 0):
         raise ValueError(f"x is empty (shape {arr.shape}); pass at least one sample.")
+    if np.isfinite(arr).all():  # the common case: no mask to build
+        model._check_data(arr)
+        return place_like(arr, x) if missing != "marginalize" else (place_like(arr, x), None)
     nan = np.isnan(arr)
     n_inf = int(np.isinf(arr).sum())
     if n_inf:

@@ -25,8 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem import _validation
+from jaxem import chunks as _chunks
 from jaxem import constraints as _constraints
 from jaxem.accelerate import ACCELERATORS, Point
+from jaxem.chunks import pad_rows
 from jaxem.estep import weighted_sum
 from jaxem.model import Extra, Model
 
@@ -34,6 +36,8 @@ __all__ = ["fit", "FitResult", "ConvergenceWarning"]
 
 DEFAULT_MAX_ITER = 1000
 DEFAULT_TOL = 1e-8
+#: random starts are drawn from at most this many rows (a fixed random subset)
+DRAW_ROWS = 1 << 16
 
 
 class ConvergenceWarning(UserWarning):
@@ -91,18 +95,19 @@ class _State(NamedTuple):
     decreased: jax.Array  # an M-step lowered the objective beyond rounding: stopped there
 
 
-def _em_parts(model: Model, x, sample_weight, extra, tol, hist_len: int, accelerate):
+def _em_parts(model: Model, x, sample_weight, extra, tol, hist_len: int, accelerate, chunking):
     """``(start, keep_going, step)`` of EM for one restart (traced; vmapped by the caller)."""
     threshold = tol * jnp.sum(sample_weight)
     strategy = ACCELERATORS[accelerate]
 
     def evaluate(params) -> Point:
-        row_ll, log_prior, m_input = model._expect(params, x, sample_weight, extra)
+        row_ll, log_prior, m_input = model._expect(params, x, sample_weight, extra, chunking)
         ll = weighted_sum(sample_weight, row_ll)
         return Point(params, ll + log_prior, ll, row_ll, log_prior, m_input)
 
     def em_map(point: Point) -> Point:
-        return evaluate(model._maximize(point.params, x, sample_weight, point.m_input, extra))
+        new = model._maximize(point.params, x, sample_weight, point.m_input, extra, chunking)
+        return evaluate(new)
 
     def start(params) -> _State:
         first = evaluate(params)
@@ -175,7 +180,7 @@ def _report(every: int):
 
 
 def _run_restarts(
-    model, x, sample_weight, extra, starts, max_iter, tol, hist_len, accelerate, progress
+    model, x, sample_weight, extra, starts, max_iter, tol, hist_len, accelerate, progress, chunking
 ):
     """EM for every start: one ``while_loop`` over the batch of restarts.
 
@@ -183,7 +188,9 @@ def _run_restarts(
     state), written out so that ``progress`` can report once per iteration
     for all restarts together.
     """
-    start, keep_going, step = _em_parts(model, x, sample_weight, extra, tol, hist_len, accelerate)
+    start, keep_going, step = _em_parts(
+        model, x, sample_weight, extra, tol, hist_len, accelerate, chunking
+    )
     states = jax.vmap(start)(starts)
     n_restarts = jax.tree.leaves(starts)[0].shape[0]
 
@@ -230,15 +237,26 @@ def _fingerprint(model: Model):
     return attrs + (repr(model),)
 
 
-def _compiled(model: Model, hist_len: int, from_keys: bool, accelerate, progress: int):
+def _compiled(model: Model, hist_len: int, from_keys: bool, accelerate, progress: int, chunking):
     """The jitted EM program for this model (cached on the model instance)."""
-    cache_key = (hist_len, from_keys, accelerate, progress, _fingerprint(model))
+    cache_key = (hist_len, from_keys, accelerate, progress, chunking, _fingerprint(model))
     fn = model._compiled.get(cache_key)
     if fn is None:
 
         def run(x, sample_weight, extra, starts, max_iter, tol, x_draw):
+            if sample_weight is None:  # unit weights: a broadcast XLA fuses, not an (N,) input
+                sample_weight = jnp.ones(x.shape[0], x.dtype)
             if from_keys:
                 starts = jax.vmap(model._draw, in_axes=(0, None))(starts, x_draw)
+            if chunking is not None:
+                # Padded rows repeat row 0 (inside the support) with zero weight.
+                observed = extra.observed
+                x = pad_rows(x, chunking, x[0])
+                sample_weight = pad_rows(sample_weight, chunking, 0)
+                extra = Extra(
+                    None if observed is None else pad_rows(observed, chunking, observed[0]),
+                    None if extra.labels is None else pad_rows(extra.labels, chunking, -1),
+                )
             final = _run_restarts(
                 model,
                 x,
@@ -250,12 +268,23 @@ def _compiled(model: Model, hist_len: int, from_keys: bool, accelerate, progress
                 hist_len,
                 accelerate,
                 progress,
+                chunking,
             )
             return final._replace(point=final.point._replace(m_input=None, row_ll=None)), starts
 
         fn = jax.jit(run)
         model._compiled[cache_key] = fn
     return fn
+
+
+def _n_states(model: Model, x, starts, from_keys: bool) -> int:
+    """K, the number of latent states, from the model or its starts' shapes."""
+    if hasattr(model, "n_components"):
+        return model.n_components
+    if from_keys:
+        return model._n_states(x)
+    one = jax.tree.map(lambda a: a[0], starts)
+    return int(jax.eval_shape(model.log_joint, one, x).shape[-1])
 
 
 def _stack_starts(model: Model, init, x, restarts: int):
@@ -295,6 +324,7 @@ def fit(
     missing: str | None = None,
     accelerate: str | None = None,
     progress: int = 0,
+    chunk_size: int | None = None,
 ) -> FitResult:
     """Fit ``model`` to ``x`` by EM; return the best of ``restarts`` runs.
 
@@ -306,7 +336,9 @@ def fit(
             or, with ``restarts=R``, R starts stacked along a leading axis of
             every leaf (e.g. from ``jax.vmap(model.init, (0, None))(keys, x)``).
         key: a ``jax.random.key`` (or int seed) to draw ``restarts`` starts
-            with ``model.init``; required when ``init`` is not given.
+            with ``model.init``; required when ``init`` is not given. Starts
+            are drawn from the positive-weight rows, or from a fixed random
+            subset of 65536 of them when there are more.
         restarts: number of random starts, all run together under ``vmap``.
         max_iter: maximum EM iterations per restart (0 evaluates the start).
         tol: stop when the objective improves by no more than ``tol`` per
@@ -333,6 +365,14 @@ def fit(
             far and the number of restarts still running to stderr every N
             iterations, from inside the compiled loop. Off, it costs nothing
             (the callback is not compiled in).
+        chunk_size: rows per chunk of the passes over the data, or ``None`` to
+            choose: one pass for small problems, else chunks of about
+            ``2^20 / (K·D)`` rows. Chunked, the E-step, the sufficient
+            statistics and the gradient M-step's objective are accumulated
+            chunk by chunk inside the compiled loop, so no ``(N, K)`` array is
+            ever formed (responsibility-based closed forms and a custom
+            ``m_step`` still see all rows at once). The result is the unchunked
+            one up to summation order.
 
     The result is deterministic: the same data, key and arguments give the
     same result on the same device and JAX version.
@@ -354,10 +394,13 @@ def fit(
         raise ValueError(f"accelerate must be None or 'squarem', got {accelerate!r}.")
     accelerate = None if accelerate == "none" else accelerate
     progress = _validation.check_int("progress", progress, 0)
+    if chunk_size is not None:
+        chunk_size = _validation.check_int("chunk_size", chunk_size, 1)
     if missing == "marginalize":
         x, observed = _validation.prepare_data(model, x, missing)
     else:
         x, observed = _validation.prepare_data(model, x, missing), None
+    user_weights = sample_weight
     sample_weight = _validation.prepare_sample_weight(sample_weight, x.shape[0], like=x)
 
     if init is not None:
@@ -378,30 +421,35 @@ def fit(
             )
         starts = jax.random.split(_validation.as_key(key), restarts)
         from_keys = True
+    n_states = _n_states(model, x, starts, from_keys)
     if labels is not None:
-        if hasattr(model, "n_components"):
-            n_states = model.n_components
-        elif from_keys:
-            n_states = model._n_states(x)
-        else:
-            one = jax.tree.map(lambda a: a[0], starts)
-            n_states = int(jax.eval_shape(model.log_joint, one, x).shape[-1])
         labels = _validation.place_like(_validation.prepare_labels(labels, x.shape[0], n_states), x)
     extra = Extra(observed, labels)
 
-    program = _compiled(model, _history_length(max_iter), from_keys, accelerate, progress)
+    n_devices = len(x.sharding.device_set) if isinstance(x, jax.Array) else 1
+    features = 1 if x.ndim == 1 else x.shape[1]
+    chunking = _chunks.plan(x.shape[0], n_states, features, chunk_size, n_devices)
+    program = _compiled(model, _history_length(max_iter), from_keys, accelerate, progress, chunking)
     # Random starts come from rows that count: a zero-weight row must not seed a component.
-    if sample_weight.is_fully_addressable:
+    if user_weights is None:
+        x_draw = x
+    elif sample_weight.is_fully_addressable:
         positive = np.asarray(sample_weight) > 0
         x_draw = x if positive.all() else x[positive]
     else:  # rows on several processes: draw from all of them
         x_draw = x
+    if from_keys and x_draw.shape[0] > DRAW_ROWS and x_draw.is_fully_addressable:
+        # Starts (k-means++ and friends) from a fixed random subset: their
+        # (rows, K) temporaries must not scale with N.
+        pick = np.random.default_rng(0).choice(x_draw.shape[0], DRAW_ROWS, replace=False)
+        x_draw = x_draw[np.sort(pick)]
     if from_keys and x_draw.shape[0] < getattr(model, "n_components", 1):
         raise ValueError(
             f"sample_weight leaves {x_draw.shape[0]} rows with positive weight, fewer than "
             f"n_components={model.n_components}."
         )
-    final, _ = program(x, sample_weight, extra, starts, max_iter, jnp.asarray(tol, x.dtype), x_draw)
+    weights_arg = None if user_weights is None else sample_weight
+    final, _ = program(x, weights_arg, extra, starts, max_iter, jnp.asarray(tol, x.dtype), x_draw)
 
     objectives = np.asarray(final.point.objective, dtype=np.float64)
     n_iters = np.asarray(final.n_iter)

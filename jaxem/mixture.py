@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxem import constraints as _constraints
 from jaxem import priors as _priors
+from jaxem.chunks import rows_sum
 from jaxem.estep import e_step, pin_labels
 from jaxem.families.base import Family, closed_form_for, component_constraints
 from jaxem.model import NO_EXTRA, Extra, Model
@@ -323,15 +324,18 @@ class Mixture(Model):
         return every[labels, jnp.arange(n)], labels
 
     # -- the engine's protocol ---------------------------------------------------
-    def _expect(self, params, x, sample_weight, extra: Extra = NO_EXTRA):
-        observed = extra.observed
-        lj = pin_labels(self.log_joint(params, x, observed), extra.labels)
-        resp, row_ll = e_step(lj)
+    def _posterior(self, params, x, sample_weight, observed, labels):
+        """``(resp (N, K), row_ll (N,))`` for some rows."""
+        resp, row_ll = e_step(pin_labels(self.log_joint(params, x, observed), labels))
         # A zero-weight row may have density 0 under every component: its
         # softmax is nan, and nan * 0 would poison every sum.
-        resp = jnp.where(sample_weight[:, None] > 0, resp, 0)
+        return jnp.where(sample_weight[:, None] > 0, resp, 0), row_ll
+
+    def _rows_estep(self, params, x, sample_weight, observed, labels):
+        """E-step over some rows: ``((counts, stats), row_ll, resp)``."""
+        resp, row_ll = self._posterior(params, x, sample_weight, observed, labels)
         counts = jnp.sum(resp * sample_weight[:, None], axis=0)
-        stats, need_resp = [], False
+        stats = []
         for (family, sl), block in zip(
             self._slices(), self._to_blocks(params.components), strict=True
         ):
@@ -345,14 +349,39 @@ class Mixture(Model):
             elif route == "feature stats":
                 stats.append(_feature_stats(family, block, x, r, sample_weight, observed))
             else:
-                stats.append(None)
-                need_resp = True
-        m_input = _MixtureEStep(counts, tuple(stats), resp if need_resp else None)
+                stats.append(None)  # this block's M-step needs the responsibilities
+        return (counts, tuple(stats)), row_ll, resp
+
+    def _expect(self, params, x, sample_weight, extra: Extra = NO_EXTRA, chunking=None):
+        observed, labels = extra.observed, extra.labels
+        if chunking is None:
+            (counts, stats), row_ll, resp = self._rows_estep(
+                params, x, sample_weight, observed, labels
+            )
+            need_resp = any(st is None for st in stats)
+            m_input = _MixtureEStep(counts, stats, resp if need_resp else None)
+        else:
+
+            def rows(xb, wb, ob, lb):
+                sums, row_ll, _ = self._rows_estep(params, xb, wb, ob, lb)
+                return sums, row_ll
+
+            (counts, stats), row_ll = rows_sum(rows, chunking, x, sample_weight, observed, labels)
+            m_input = _MixtureEStep(counts, stats, None)  # never an (N, K) array
         return row_ll, self.log_prior(params), m_input
 
-    def _maximize(self, params, x, sample_weight, m_input, extra: Extra = NO_EXTRA):
-        observed = extra.observed
+    def _maximize(self, params, x, sample_weight, m_input, extra: Extra = NO_EXTRA, chunking=None):
+        observed, labels = extra.observed, extra.labels
         weights = self._update_weights(params.weights, m_input.counts)
+        full_resp = m_input.resp
+
+        def all_resp():
+            # Closed forms written on responsibilities see every row at once.
+            nonlocal full_resp
+            if full_resp is None:
+                full_resp = self._posterior(params, x, sample_weight, observed, labels)[0]
+            return full_resp
+
         blocks = []
         for (family, sl), block, stats in zip(
             self._slices(), self._to_blocks(params.components), m_input.stats, strict=True
@@ -364,15 +393,44 @@ class Mixture(Model):
             elif route == "feature stats":
                 blocks.append(_feature_update(family, block, stats, x.ndim))
             elif route == "resp":
-                resp = m_input.resp[:, sl]
-                blocks.append(cf.update(family, block, x, resp, sample_weight))
+                blocks.append(cf.update(family, block, x, all_resp()[:, sl], sample_weight))
             elif route == "feature resp":
-                resp = m_input.resp[:, sl]
+                resp = all_resp()[:, sl]
                 blocks.append(_feature_resp_update(family, block, x, resp, sample_weight, observed))
-            else:
+            elif chunking is None:
                 resp = m_input.resp[:, sl]
                 blocks.append(self._gradient_block(family, block, x, sample_weight, resp, observed))
+            else:
+                blocks.append(
+                    self._gradient_block_chunked(
+                        family, sl, block, params, x, sample_weight, extra, chunking
+                    )
+                )
         return MixtureParams(weights, self._from_blocks(blocks))
+
+    def _gradient_block_chunked(self, family, sl, block, params, x, sample_weight, extra, chunking):
+        """The gradient M-step of one block with Q summed over row chunks.
+
+        The responsibilities at θt are recomputed chunk by chunk (and each
+        chunk again in the backward pass) rather than stored: memory stays
+        O(chunk · K) at the price of extra passes over the data.
+        """
+        total = jnp.sum(sample_weight)
+
+        def objective(theta):
+            def rows(xb, wb, ob, lb):
+                resp, _ = self._posterior(params, xb, wb, ob, lb)
+                wr = resp[:, sl] * wb[:, None]
+                lp = _block_log_prob(family, theta, xb, ob)
+                return jnp.sum(jnp.where(wr > 0, wr * lp, 0)), None
+
+            q, _ = rows_sum(
+                rows, chunking, x, sample_weight, extra.observed, extra.labels, checkpoint=True
+            )
+            return (q + family.log_prior(theta)) / total
+
+        leaves = component_constraints(family, block)
+        return maximize(objective, block, leaves, self.gradient_options)
 
     def _update_weights(self, weights, counts):
         prior = self.weights_prior

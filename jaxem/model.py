@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxem import _validation
 from jaxem import constraints as _constraints
+from jaxem.chunks import rows_sum
 from jaxem.estep import e_step, pin_labels
 from jaxem.mstep import GradientOptions, maximize
 
@@ -105,22 +106,50 @@ class Model:
         return jnp.asarray(self._log_prior(params))
 
     # -- the engine's protocol -------------------------------------------------
-    def _expect(self, params, x, sample_weight, extra: Extra = NO_EXTRA):
-        """E-step: ``(row_ll (N,), log_prior, m_input)``; ``m_input`` feeds ``_maximize``."""
-        resp, row_ll = e_step(pin_labels(self.log_joint(params, x), extra.labels))
+    def _posterior(self, params, x, sample_weight, labels):
+        """``(resp (N, K), row_ll (N,))`` for some rows."""
+        resp, row_ll = e_step(pin_labels(self.log_joint(params, x), labels))
         # A zero-weight row may have density 0 everywhere (nan softmax): drop it.
-        resp = jnp.where(sample_weight[:, None] > 0, resp, 0)
-        return row_ll, self.log_prior(params), resp
+        return jnp.where(sample_weight[:, None] > 0, resp, 0), row_ll
 
-    def _maximize(self, params, x, sample_weight, resp, extra: Extra = NO_EXTRA):
+    def _expect(self, params, x, sample_weight, extra: Extra = NO_EXTRA, chunking=None):
+        """E-step: ``(row_ll (N,), log_prior, m_input)``; ``m_input`` feeds ``_maximize``.
+
+        With ``chunking`` the rows are visited chunk by chunk and ``m_input`` is
+        ``None``: the M-step recomputes what it needs from ``params``.
+        """
+        if chunking is None:
+            resp, row_ll = self._posterior(params, x, sample_weight, extra.labels)
+            return row_ll, self.log_prior(params), resp
+
+        def rows(xb, wb, lb):
+            return jnp.zeros((), x.dtype), self._posterior(params, xb, wb, lb)[1]
+
+        _, row_ll = rows_sum(rows, chunking, x, sample_weight, extra.labels)
+        return row_ll, self.log_prior(params), None
+
+    def _maximize(self, params, x, sample_weight, resp, extra: Extra = NO_EXTRA, chunking=None):
         """M-step from the responsibilities of the E-step at ``params``."""
+        if resp is None and (self.m_step is not None or chunking is None):
+            resp = self._posterior(params, x, sample_weight, extra.labels)[0]
         if self.m_step is not None:
             return self.m_step(params, x, resp, sample_weight)
         total = jnp.sum(sample_weight)
 
+        def q_rows(theta, xb, wb, rb):
+            lj = self.log_joint(theta, xb)
+            return jnp.sum(jnp.where(rb > 0, wb[:, None] * rb * lj, 0))
+
         def objective(theta):
-            lj = self.log_joint(theta, x)
-            q = jnp.sum(jnp.where(resp > 0, sample_weight[:, None] * resp * lj, 0))
+            if chunking is None:
+                q = q_rows(theta, x, sample_weight, resp)
+            else:
+
+                def rows(xb, wb, lb):
+                    rb = self._posterior(params, xb, wb, lb)[0]
+                    return q_rows(theta, xb, wb, rb), None
+
+                q, _ = rows_sum(rows, chunking, x, sample_weight, extra.labels, checkpoint=True)
             return (q + self.log_prior(theta)) / total
 
         leaves = _constraints.broadcast(self.constraints, params)
