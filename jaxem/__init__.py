@@ -44,6 +44,37 @@ from jaxem.selection import aic, bic, n_parameters
 
 __version__ = "0.1.0"
 
+# The scikit-learn-style estimators, model selection and save/load are imported
+# on first use: with scikit-learn installed they derive from its BaseEstimator,
+# and importing scikit-learn would add most of a second to every `import jaxem`.
+_LAZY = {
+    "GaussianMixture": "jaxem.estimators",
+    "MixtureEstimator": "jaxem.estimators",
+    "NotFittedError": "jaxem.estimators",
+    "select_model": "jaxem.model_selection",
+    "ModelSelection": "jaxem.model_selection",
+    "save": "jaxem.io",
+    "load": "jaxem.io",
+    "plot_fit": "jaxem.plot",
+    "plot_history": "jaxem.plot",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxem' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "datasets",
     "check_m_step",
@@ -86,4 +117,13 @@ __all__ = [
     "MultivariateNormalParams",
     "constraints",
     "priors",
+    "GaussianMixture",
+    "MixtureEstimator",
+    "NotFittedError",
+    "select_model",
+    "ModelSelection",
+    "save",
+    "load",
+    "plot_fit",
+    "plot_history",
 ]

@@ -448,6 +448,8 @@ def fit(
             f"sample_weight leaves {x_draw.shape[0]} rows with positive weight, fewer than "
             f"n_components={model.n_components}."
         )
+    if not from_keys:
+        x_draw = x[:1]  # unused: a fixed shape, so weights and row counts do not recompile
     weights_arg = None if user_weights is None else sample_weight
     final, _ = program(x, weights_arg, extra, starts, max_iter, jnp.asarray(tol, x.dtype), x_draw)
 
