@@ -1,10 +1,59 @@
-"""Command line: ``jaxem demo``."""
+"""Command line: ``jaxem demo`` and ``jaxem fit DATA -k K``.
+
+``jaxem fit`` reads a CSV (header detected) or ``.npy`` file, fits a mixture of
+one family by EM with parallel restarts, prints one row per component, and
+writes the estimates as JSON (``--out``) and a plot (``--plot``, needs
+matplotlib). Bad input ends with one line on stderr and a non-zero exit:
+2 for bad arguments, 1 for data that cannot be fitted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import functools
+import io
+import json
+import math
+import os
 import sys
 import time
+import warnings
+
+import numpy as np
+
+FAMILIES = (
+    "normal",
+    "mvn",
+    "poisson",
+    "exponential",
+    "bernoulli",
+    "binomial",
+    "categorical",
+    "studentt",
+    "gamma",
+    "vonmises",
+)
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+# Cells that mean "no value" in a CSV; they become NaN.
+MISSING_CELLS = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})
+MAX_CATEGORIES = 1000
+DEMO_PLOT = "jaxem-demo.png"
+
+
+class CLIError(Exception):
+    """A one-line message for the user; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage block) and no SystemExit."""
+
+    def error(self, message: str):
+        raise CLIError(f"{message} (see {self.prog} --help)", code=2)
 
 
 def _table(headers, rows) -> str:
@@ -15,17 +64,486 @@ def _table(headers, rows) -> str:
     return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
 
 
-def demo(restarts: int = 64, seed: int = 0) -> int:
+def _fmt(v) -> str:
+    return f"{float(v):.5g}"
+
+
+# -- reading data ------------------------------------------------------------------------
+def _number(cell: str) -> float | None:
+    """The cell's value, NaN for an empty/NA cell, None if it is not a number."""
+    text = cell.strip()
+    if text.lower() in MISSING_CELLS:
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _split_rows(text: str) -> list[tuple[int, list[str]]]:
+    """``(line number, cells)`` of the non-blank, non-comment lines."""
+    lines = [
+        (i + 1, line)
+        for i, line in enumerate(text.splitlines())
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        return []
+    first = lines[0][1]
+    delimiter = next((d for d in (",", "\t", ";") if d in first), None)
+    if delimiter is None:  # whitespace-separated (or a single column)
+        return [(n, line.split()) for n, line in lines]
+    reader = csv.reader(io.StringIO("\n".join(line for _, line in lines)), delimiter=delimiter)
+    return [(n, cells) for (n, _), cells in zip(lines, reader, strict=True)]
+
+
+def _select(columns: str | None, names: list[str], has_header: bool) -> list[int]:
+    if columns is None:
+        return list(range(len(names)))
+    picked = []
+    for token in (t.strip() for t in columns.split(",")):
+        if has_header and token in names:
+            j = names.index(token)
+        elif token.lstrip("-").isdigit() and 0 <= int(token) < len(names):
+            j = int(token)
+        else:
+            known = ", ".join(names) if has_header else f"indices 0..{len(names) - 1}"
+            raise CLIError(
+                f"unknown column {token!r} in --columns; the columns are: {known}.", code=2
+            )
+        if j in picked:
+            raise CLIError(f"column {token!r} is selected twice in --columns.", code=2)
+        picked.append(j)
+    return picked
+
+
+def _labels_only(rows, j: int) -> bool:
+    """Whether column ``j`` holds text only (labels, ids): no cell is a number."""
+    seen = False
+    for _, cells in rows:
+        if j < len(cells):
+            value = _number(cells[j])
+            if value is not None and not math.isnan(value):
+                return False
+            seen = seen or value is None
+    return seen
+
+
+def _read_csv(path: str, text: str, columns: str | None):
+    rows = _split_rows(text)
+    if not rows:
+        raise CLIError(f"{path}: the file is empty (no data rows).")
+    first = rows[0][1]
+    has_header = any(_number(c) is None for c in first)
+    if has_header:
+        names = [c.strip() or f"col{j}" for j, c in enumerate(first)]
+        rows = rows[1:]
+        if not rows:
+            raise CLIError(f"{path}: the file has a header but no data rows.")
+    else:
+        names = [f"col{j}" for j in range(len(first))]
+    width = len(names)
+    if columns is None and has_header:
+        picked = [j for j in range(width) if not _labels_only(rows, j)]
+        skipped = [names[j] for j in range(width) if j not in picked]
+        if not picked:
+            raise CLIError(f"{path}: no column holds numbers.")
+        if skipped:
+            print(
+                f"jaxem fit: note: skipping non-numeric column(s) {', '.join(skipped)} "
+                "(choose columns with --columns)",
+                file=sys.stderr,
+            )
+    else:
+        picked = _select(columns, names, has_header)
+    x = np.empty((len(rows), len(picked)))
+    for i, (line_no, cells) in enumerate(rows):
+        if len(cells) != width:
+            raise CLIError(
+                f"{path}: line {line_no} has {len(cells)} fields, expected {width}"
+                + (" (as in the header)." if has_header else " (as in the first row).")
+            )
+        for c, j in enumerate(picked):
+            value = _number(cells[j])
+            if value is None:
+                raise CLIError(
+                    f"{path}: line {line_no}, column {names[j]!r}: {cells[j].strip()!r} is not "
+                    "a number."
+                )
+            x[i, c] = value
+    return x, [names[j] for j in picked]
+
+
+def _read_npy(path: str, columns: str | None):
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise CLIError(f"{path}: cannot read it as a .npy array ({err}).") from None
+    if arr.dtype.kind not in "biuf":
+        raise CLIError(f"{path}: the array holds {arr.dtype} values; jaxem needs numbers.")
+    if arr.ndim not in (1, 2):
+        raise CLIError(f"{path}: the array has shape {arr.shape}; jaxem needs (N,) or (N, D).")
+    arr = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    if arr.size == 0:
+        raise CLIError(f"{path}: the array is empty (shape {arr.shape}).")
+    names = [f"col{j}" for j in range(arr.shape[1])]
+    picked = _select(columns, names, has_header=False)
+    return arr[:, picked], [names[j] for j in picked]
+
+
+def read_data(path: str, columns: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """Read ``path`` (CSV with an optional header, or ``.npy``; ``-`` is CSV on stdin).
+
+    Returns ``(x (N, D) float64, column names)``; empty or NA cells are NaN.
+    ``columns`` is ``"a,b"`` (header names) or ``"0,2"`` (0-based indices).
+    Raises :class:`CLIError` with a one-line message on bad input.
+    """
+    if path == "-":
+        return _read_csv("<stdin>", sys.stdin.read(), columns)
+    if not os.path.exists(path):
+        raise CLIError(f"{path}: no such file.")
+    if os.path.isdir(path):
+        raise CLIError(f"{path}: is a directory, not a data file.")
+    if path.endswith(".npy"):
+        return _read_npy(path, columns)
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise CLIError(f"{path}: not a text (UTF-8) CSV file; use .csv or .npy.") from None
+    except OSError as err:
+        raise CLIError(f"{path}: cannot read it ({err.strerror}).") from None
+    return _read_csv(path, text, columns)
+
+
+# -- the model ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
+def _model(family: str, k: int, covariance_type: str, n_categories: int, n_trials: int):
+    """One model instance per configuration: a repeated fit reuses its compiled program."""
+    import jaxem as em
+
+    make = {
+        "normal": lambda: em.Normal(),
+        "mvn": lambda: em.MultivariateNormal(covariance_type),
+        "poisson": lambda: em.Poisson(),
+        "exponential": lambda: em.Exponential(),
+        "bernoulli": lambda: em.Bernoulli(),
+        "binomial": lambda: em.Binomial(n_trials),
+        "categorical": lambda: em.Categorical(n_categories),
+        "studentt": lambda: em.StudentT(),
+        "gamma": lambda: em.Gamma(),
+        "vonmises": lambda: em.VonMises(),
+    }[family]
+    return em.Mixture(make(), n_components=k)
+
+
+def _sort_key(family: str, comps) -> np.ndarray:
+    """Each component's location (of the first column): components are listed by it."""
+    a = lambda name: np.asarray(getattr(comps, name), dtype=np.float64)
+    first = lambda v: v.reshape(v.shape[0], -1)[:, 0]
+    if family in ("normal", "mvn"):
+        return first(a("mean"))
+    if family == "poisson":
+        return first(a("rate"))
+    if family == "exponential":
+        return first(1.0 / a("rate"))
+    if family in ("bernoulli", "binomial"):
+        return first(a("p"))
+    if family == "categorical":
+        probs = a("probs")
+        return first(probs @ np.arange(probs.shape[-1]))
+    if family in ("studentt", "vonmises"):
+        return first(a("loc"))
+    return first(a("concentration") / a("rate"))  # gamma: the mean
+
+
+def _sorted(model, family: str, params):
+    """``params`` with the components in order of :func:`_sort_key`."""
+    from jaxem import MixtureParams
+
+    comps = params.components
+    order = np.argsort(_sort_key(family, comps), kind="stable")
+    axes = model.family.component_axes(comps)
+    fields = {
+        f: np.asarray(v)[order] if getattr(axes, f) == 0 else np.asarray(v)
+        for f, v in comps._asdict().items()
+    }
+    return MixtureParams(np.asarray(params.weights)[order], type(comps)(**fields))
+
+
+def _parameter_rows(model, family: str, params, names: list[str]):
+    """``(headers, rows, notes)``: one row per component of the (sorted) parameters."""
+    comps = params.components
+    k = len(params.weights)
+    headers = ["component", "weight"]
+    cols: list[list[str]] = []
+    notes: list[str] = []
+    one = len(names) == 1
+
+    def add(header, values):
+        headers.append(header)
+        cols.append([_fmt(v) for v in values])
+
+    for field, value in comps._asdict().items():
+        v = np.asarray(value, dtype=np.float64)
+        if family == "mvn" and field == "cov":
+            kind = model.family.covariance_type
+            if kind == "tied":
+                var = np.broadcast_to(np.diag(v), (k, v.shape[0]))
+                notes.append("covariance tied (shared by every component)")
+                covs = np.broadcast_to(v, (k,) + v.shape)
+            elif kind == "full":
+                var, covs = np.diagonal(v, axis1=1, axis2=2), v
+            elif kind == "diag":
+                var, covs = v, None
+            else:
+                var, covs = np.repeat(v[:, None], len(names), axis=1), None
+            if kind == "spherical":
+                add("sd", np.sqrt(v))
+            else:
+                for j, name in enumerate(names):
+                    add(f"sd {name}", np.sqrt(var[:, j]))
+            if covs is not None and len(names) == 2:
+                add("corr", covs[:, 0, 1] / np.sqrt(covs[:, 0, 0] * covs[:, 1, 1]))
+            elif covs is not None and len(names) > 2:
+                notes.append("full covariance matrices are in the JSON (--out)")
+        elif family == "categorical" and v.ndim == 2 and v.shape[1] <= 10:
+            for c in range(v.shape[1]):
+                add(f"P({c})", v[:, c])
+        elif v.ndim == 1:
+            add(field, v)
+        elif v.ndim == 2:
+            for j, name in enumerate(names):
+                add(f"{field} {name}", v[:, j])
+        else:
+            headers.append(field)
+            cols.append([str(np.round(v[i], 3).tolist()) for i in range(k)])
+        if family == "normal" and field == "var" and one:
+            add("sd", np.sqrt(v))
+    weights = np.asarray(params.weights, dtype=np.float64)
+    rows = [[i + 1, f"{weights[i]:.4f}"] + [c[i] for c in cols] for i in range(k)]
+    return headers, rows, notes
+
+
+def _jsonable(value):
+    """Lists of floats, with non-finite values as null (strict JSON)."""
+    arr = np.asarray(value, dtype=np.float64)
+    out = arr.tolist()
+    if np.all(np.isfinite(arr)):
+        return out
+    fix = lambda v: (
+        [fix(u) for u in v] if isinstance(v, list) else (v if math.isfinite(v) else None)
+    )
+    return fix(out)
+
+
+def _check_writable(option: str, path: str | None) -> None:
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise CLIError(f"cannot write {option} {path}: directory {parent} does not exist.")
+    if os.path.isdir(path):
+        raise CLIError(f"cannot write {option} {path}: it is a directory.")
+
+
+def _need_matplotlib(what: str) -> None:
+    from jaxem import plot
+
+    try:
+        plot._require_matplotlib()
+    except ImportError:
+        raise CLIError(f'{what} needs matplotlib: pip install "jaxem[plot]"') from None
+
+
+def _check_fit_args(args) -> None:
+    for name, value, low in (
+        ("-k", args.k, 1),
+        ("--restarts", args.restarts, 1),
+        ("--max-iter", args.max_iter, 0),
+        ("--progress", args.progress, 0),
+        ("--seed", args.seed, 0),
+    ):
+        if value is not None and value < low:
+            raise CLIError(f"{name} must be >= {low}, got {value}.", code=2)
+    if args.tol is not None and not args.tol >= 0:
+        raise CLIError(f"--tol must be >= 0, got {args.tol}.", code=2)
+    if args.family is not None and args.family not in FAMILIES:
+        raise CLIError(
+            f"unknown family {args.family!r}; choose one of: {', '.join(FAMILIES)}.", code=2
+        )
+    if args.covariance_type is not None:
+        if args.covariance_type not in COVARIANCE_TYPES:
+            raise CLIError(
+                f"unknown covariance type {args.covariance_type!r}; choose one of: "
+                f"{', '.join(COVARIANCE_TYPES)}.",
+                code=2,
+            )
+        if args.family not in (None, "mvn"):
+            raise CLIError("--covariance-type applies to --family mvn only.", code=2)
+    if args.family == "binomial" and args.n_trials is None:
+        raise CLIError("--family binomial needs --n-trials N (trials per observation).", code=2)
+    if args.n_trials is not None and args.family != "binomial":
+        raise CLIError("--n-trials applies to --family binomial only.", code=2)
+    if args.n_trials is not None and args.n_trials < 1:
+        raise CLIError(f"--n-trials must be >= 1, got {args.n_trials}.", code=2)
+
+
+def fit_command(args) -> int:
+    """``jaxem fit``: read, fit, print the table; write JSON and the plot when asked."""
+    _check_fit_args(args)
+    _check_writable("--out", args.out)
+    _check_writable("--plot", args.plot)
+    if args.plot is not None:
+        _need_matplotlib("--plot")
+    x, names = read_data(args.data, args.columns)
+    n, d = x.shape
+    family = args.family or ("normal" if d == 1 else "mvn")
+    if args.covariance_type is not None and family != "mvn":
+        raise CLIError("--covariance-type applies to --family mvn only.", code=2)
+    n_nan = int(np.isnan(x).sum())
+    if n_nan and args.missing != "marginalize":
+        rows = int(np.isnan(x).any(axis=1).sum())
+        raise CLIError(
+            f"{args.data}: {n_nan} missing values (empty or NaN cells) in {rows} rows; pass "
+            "--missing marginalize to integrate them out, or remove those rows."
+        )
+    if args.k > n:
+        raise CLIError(f"-k {args.k} is larger than the number of rows ({n}); use -k <= {n}.")
+    n_categories = 0
+    if family == "categorical":
+        top = np.nanmax(x)
+        if top >= MAX_CATEGORIES:
+            raise CLIError(
+                f"{args.data}: category codes go up to {top:g}; the categorical family expects "
+                f"codes 0..C-1 with C <= {MAX_CATEGORIES}."
+            )
+        n_categories = max(2, int(top) + 1) if np.isfinite(top) else 2
+    # One column is (N,) data, except for the multivariate normal.
+    xx = x[:, 0] if d == 1 and family != "mvn" else x
+
     import jax
-    import numpy as np
+
+    import jaxem as em
+
+    model = _model(family, args.k, args.covariance_type or "full", n_categories, args.n_trials or 0)
+    kwargs = {}
+    if args.max_iter is not None:
+        kwargs["max_iter"] = args.max_iter
+    if args.tol is not None:
+        kwargs["tol"] = args.tol
+    if args.missing == "marginalize":
+        kwargs["missing"] = "marginalize"
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = em.fit(
+                model,
+                xx,
+                key=jax.random.key(args.seed),
+                restarts=args.restarts,
+                progress=args.progress,
+                **kwargs,
+            )
+    except (ValueError, TypeError) as err:
+        raise CLIError(str(err)) from None
+    elapsed = time.perf_counter() - t0
+    for w in caught:
+        print(f"jaxem fit: warning: {w.message}", file=sys.stderr)
+
+    params = _sorted(model, family, res.params)
+    n_params = em.n_parameters(model, params)
+    if n_nan:  # em.bic/aic evaluate complete data; the fit's own log-likelihood is the observed one
+        ll = float(res.log_likelihood)
+        bic, aic = -2 * ll + n_params * math.log(n), -2 * ll + 2 * n_params
+    else:
+        bic, aic = em.bic(model, params, xx), em.aic(model, params, xx)
+
+    extra = f"{model.family!r}, K={args.k}"
+    print(f"jaxem fit {args.data}: {n} rows, columns {', '.join(names)}; mixture of {extra}")
+    if n_nan:
+        print(f"   {n_nan} missing values integrated out")
+    headers, rows, notes = _parameter_rows(model, family, params, names)
+    print(_table(headers, rows))
+    for note in notes:
+        print(f"   ({note})")
+    reached = int(np.sum(np.isclose(res.restart_objectives, res.objective, rtol=1e-6, atol=1e-3)))
+    print(
+        f"   log-likelihood {res.log_likelihood:.6g}, objective {res.objective:.6g}, "
+        f"BIC {bic:.6g}, AIC {aic:.6g} ({n_params} free parameters)"
+    )
+    print(
+        f"   best of {args.restarts} restarts ({reached} reached it): {res.n_iter} iterations, "
+        f"converged={res.converged}; {elapsed:.2f} s incl. compilation"
+    )
+
+    if args.out is not None:
+        record = {
+            "jaxem_version": em.__version__,
+            "data": args.data,
+            "columns": names,
+            "n_samples": n,
+            "n_missing": n_nan,
+            "family": family,
+            "model": repr(model),
+            "n_components": args.k,
+            **({"covariance_type": model.family.covariance_type} if family == "mvn" else {}),
+            **({"n_categories": n_categories} if family == "categorical" else {}),
+            **({"n_trials": args.n_trials} if family == "binomial" else {}),
+            "params": {
+                "weights": _jsonable(params.weights),
+                **{f: _jsonable(v) for f, v in params.components._asdict().items()},
+            },
+            "log_likelihood": float(res.log_likelihood),
+            "objective": float(res.objective),
+            "bic": float(bic),
+            "aic": float(aic),
+            "n_parameters": int(n_params),
+            "n_iter": int(res.n_iter),
+            "converged": bool(res.converged),
+            "restarts": args.restarts,
+            "seed": args.seed,
+            "restart_objectives": _jsonable(res.restart_objectives),
+        }
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=2)
+            f.write("\n")
+        print(f"   wrote {args.out}")
+    if args.plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from jaxem.plot import plot_fit
+
+        title = f"{os.path.basename(args.data)}: {family} mixture, K={args.k}"
+        plot_fit(model, params, xx, args.plot, names=names, title=title)
+        print(f"   wrote {args.plot}")
+    return 0
+
+
+# -- the demo ----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _demo_models():
+    """The demo's models, built once per process (their compiled programs are cached on them)."""
+    from jaxem import demos
+
+    return demos.three_normals_model(), demos.coin_model(), _model("mvn", 2, "full", 0, 0)
+
+
+def demo(restarts: int = 64, seed: int = 0, plot: str | None = DEMO_PLOT) -> int:
+    """Fit the bundled examples, print the estimates and write a plot to ``plot``."""
+    import jax
 
     import jaxem as em
     from jaxem import demos
 
+    if plot is not None:
+        _check_writable("--plot", plot)
     print("jaxem demo: EM on JAX", f"(jax {jax.__version__}, {jax.default_backend()})\n")
+    model, coin, faithful_model = _demo_models()
 
     x = demos.three_normals()
-    model = demos.three_normals_model()
     t0 = time.perf_counter()
     res = em.fit(model, x, key=jax.random.key(seed), restarts=restarts)
     elapsed = time.perf_counter() - t0
@@ -56,7 +574,6 @@ def demo(restarts: int = 64, seed: int = 0) -> int:
         f"/{restarts} restarts reached it; {elapsed:.2f} s incl. compilation\n"
     )
 
-    coin = demos.coin_model()
     print(
         "2. Two coins (Do & Batzoglou 2008), heads in five sets of 10 tosses:",
         demos.COIN_HEADS.astype(int).tolist(),
@@ -66,28 +583,133 @@ def demo(restarts: int = 64, seed: int = 0) -> int:
         r = em.fit(coin, demos.COIN_HEADS, init=demos.COIN_INIT, max_iter=n_iter, tol=0.0)
         p = np.asarray(r.params["p"])
         rows.append([n_iter, f"{p[0]:.4f}", f"{p[1]:.4f}", f"{r.objective:.4f}"])
-    r = em.fit(coin, demos.COIN_HEADS, init=demos.COIN_INIT)
+    # It converges in about a dozen iterations; max_iter <= 15 keeps the history
+    # buffer (sized by max_iter) and so the compiled program of the two runs above.
+    r = em.fit(coin, demos.COIN_HEADS, init=demos.COIN_INIT, max_iter=15)
     p = np.asarray(r.params["p"])
-    rows.append([f"{r.n_iter} (converged)", f"{p[0]:.4f}", f"{p[1]:.4f}", f"{r.objective:.4f}"])
+    status = "converged" if r.converged else "max_iter"
+    rows.append([f"{r.n_iter} ({status})", f"{p[0]:.4f}", f"{p[1]:.4f}", f"{r.objective:.4f}"])
     print(_table(["iterations", "p_A", "p_B", "log-likelihood"], rows))
-    print("   textbook: 0.71/0.58 after 1 iteration, 0.80/0.52 after 10")
+    print("   textbook: 0.71/0.58 after 1 iteration, 0.80/0.52 after 10\n")
+
+    xf = em.datasets.load_faithful()
+    names = ["duration", "waiting"]
+    t0 = time.perf_counter()
+    rf = em.fit(faithful_model, xf, key=jax.random.key(seed), restarts=restarts)
+    elapsed = time.perf_counter() - t0
+    params_f = _sorted(faithful_model, "mvn", rf.params)
+    print(
+        f"3. Old Faithful ({len(xf)} eruptions: duration and waiting time in minutes), "
+        f"{faithful_model}"
+    )
+    headers, rows, _ = _parameter_rows(faithful_model, "mvn", params_f, names)
+    print(_table(headers, rows))
+    bic = em.bic(faithful_model, params_f, xf)
+    print(
+        f"   log-likelihood {rf.log_likelihood:.4f}, BIC {bic:.4f}; "
+        f"{rf.n_iter} iterations, converged={rf.converged}; {elapsed:.2f} s incl. compilation"
+    )
+
+    if plot is None:
+        return 0
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(f'\n   (no plot: pip install "jaxem[plot]" to get {plot})')
+        return 0
+    from matplotlib.figure import Figure
+
+    from jaxem.plot import plot_fit
+
+    fig = Figure(figsize=(15, 4.6), dpi=100, layout="constrained")
+    axes = fig.subplots(1, 3)
+    params_n = _sorted(model, "normal", res.params)  # numbered as in the table
+    plot_fit(model, params_n, x, axes[:2], names=["x"], title="1. three normals (MAP)")
+    plot_fit(faithful_model, params_f, xf, axes[2], names=names, title="3. Old Faithful, K=2")
+    fig.savefig(plot)
+    print(f"\n   wrote {plot}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jaxem", description="Expectation-Maximization on JAX.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="fit the bundled examples and print the estimates")
+# -- entry point -------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxem", description="Expectation-Maximization on JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p_demo = sub.add_parser("demo", help="fit the bundled examples, print them and plot them")
     p_demo.add_argument("--restarts", type=int, default=64, help="random restarts (default 64)")
     p_demo.add_argument("--seed", type=int, default=0, help="PRNG seed for the restarts")
-    args = parser.parse_args(argv)
-    if args.command == "demo" and args.restarts < 1:
-        parser.error("--restarts must be >= 1")
+    p_demo.add_argument(
+        "--plot",
+        metavar="PATH",
+        default=DEMO_PLOT,
+        help=f"where to write the plot (default {DEMO_PLOT}; needs matplotlib)",
+    )
+    p_demo.add_argument("--no-plot", action="store_true", help="do not write a plot")
+
+    p_fit = sub.add_parser(
+        "fit",
+        help="fit a mixture to a CSV or .npy file",
+        description="Fit a K-component mixture by EM with parallel restarts. DATA is a CSV "
+        "(header optional, detected; comma, tab, semicolon or whitespace separated; '-' reads "
+        "stdin) or a .npy array. Prints one row per component (sorted by location).",
+    )
+    p_fit.add_argument("data", metavar="DATA", help="CSV or .npy file")
+    p_fit.add_argument("-k", type=int, required=True, help="number of components")
+    p_fit.add_argument(
+        "--family",
+        metavar="NAME",
+        help=f"component family: {', '.join(FAMILIES)} (default: normal for one column, mvn "
+        "for several)",
+    )
+    p_fit.add_argument(
+        "--covariance-type",
+        metavar="TYPE",
+        help=f"for mvn: {', '.join(COVARIANCE_TYPES)} (default full)",
+    )
+    p_fit.add_argument("--n-trials", type=int, help="for binomial: trials per observation")
+    p_fit.add_argument("--columns", help="columns to use: names 'a,b' or 0-based indices '0,2'")
+    p_fit.add_argument("--restarts", type=int, default=16, help="random restarts (default 16)")
+    p_fit.add_argument("--seed", type=int, default=0, help="PRNG seed for the restarts")
+    p_fit.add_argument("--max-iter", type=int, help="EM iterations per restart (default 1000)")
+    p_fit.add_argument("--tol", type=float, help="per-sample objective tolerance (default 1e-8)")
+    p_fit.add_argument(
+        "--missing",
+        choices=("raise", "marginalize"),
+        default="raise",
+        help="empty/NaN cells: raise (default) or marginalize (integrate them out)",
+    )
+    p_fit.add_argument("--out", metavar="JSON", help="write the estimates and criteria as JSON")
+    p_fit.add_argument("--plot", metavar="PNG", help="write a plot of the fit (needs matplotlib)")
+    p_fit.add_argument(
+        "--progress",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the iteration and objective to stderr every N iterations",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 1 bad data, 2 bad arguments)."""
     try:
-        return demo(restarts=args.restarts, seed=args.seed)
+        args = _parser().parse_args(argv)
+        if args.command == "demo":
+            if args.restarts < 1:
+                raise CLIError("--restarts must be >= 1", code=2)
+            return demo(args.restarts, args.seed, None if args.no_plot else args.plot)
+        return fit_command(args)
+    except CLIError as err:
+        print(f"jaxem{_command(argv)}: error: {err}", file=sys.stderr)
+        return err.code
     except BrokenPipeError:  # e.g. `jaxem demo | head`: not an error of ours
         sys.stderr.close()
         return 0
+
+
+def _command(argv) -> str:
+    argv = sys.argv[1:] if argv is None else argv
+    return next((f" {a}" for a in argv if a in ("demo", "fit")), "")
 
 
 if __name__ == "__main__":
