@@ -41,6 +41,7 @@ from jaxem.mixture import Mixture, MixtureParams
 from jaxem.model import Model
 from jaxem.mstep import GradientOptions
 from jaxem.selection import aic, bic, n_parameters
+from jaxem.stream import StreamResult, fit_stream
 
 __version__ = "0.1.0"
 
@@ -84,6 +85,8 @@ __all__ = [
     "Mixture",
     "MixtureParams",
     "fit",
+    "fit_stream",
+    "StreamResult",
     "FitResult",
     "ConvergenceWarning",
     "responsibilities",
