@@ -345,5 +345,7 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="concentration >= 1"):
         Categorical(3, probs_prior=priors.Dirichlet(0.5))
     wrong = em.MixtureParams(np.array([0.5, 0.5]), CategoricalParams(np.full((2, 2, 4), 0.25)))
-    with pytest.raises(ValueError, match=r"probs must have shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"components\.probs has shape \(2, 2, 4\).* uses \(2, 2, 3\)"
+    ):
         em.fit(model, np.array([[0.0, 1.0], [2.0, 1.0], [1.0, 1.0]]), init=wrong)
