@@ -29,6 +29,16 @@ Design decisions:
   and identical to scikit-learn's for the same parameters. The fit itself runs
   in jaxem's float dtype (float32 unless ``jax_enable_x64``).
   ``MixtureEstimator`` evaluates its family's ``log_prob`` with JAX.
+* **Missing values are opt-in.** With ``missing=None`` (the default) NaN in
+  ``X`` raises, as in scikit-learn. With ``missing="marginalize"`` NaN entries
+  are missing values, integrated out exactly: ``fit`` runs
+  ``em.fit(..., missing="marginalize")``, and every method scores the observed
+  entries of each row. ``GaussianMixture`` evaluates the marginal normal of
+  the observed block (one Cholesky factor per component and missingness
+  pattern, shared by the rows with that pattern); ``MixtureEstimator`` masks
+  the missing entries out of its family's densities. A row with nothing
+  observed has log-likelihood 0 and the weights as its posterior. ``score``,
+  ``bic`` and ``aic`` use the observed-data log-likelihood and ``N`` rows.
 """
 
 from __future__ import annotations
@@ -184,8 +194,35 @@ def _jax_key(random_state) -> jax.Array:
     return jax.random.key(int(_numpy_rng(random_state).randint(np.iinfo(np.int32).max)))
 
 
-def _check_array(X, owner: str, *, allow_1d: bool, min_samples: int) -> np.ndarray:
-    """``X`` as a float64 NumPy array, with scikit-learn-compatible messages."""
+MISSING_OPTIONS = (None, "marginalize")
+
+
+def _check_missing(owner: str, missing) -> bool:
+    """Validate the ``missing`` argument; whether NaN entries are missing values."""
+    if missing is None:
+        return False
+    if isinstance(missing, str) and missing == "marginalize":
+        return True
+    raise _InvalidParameter(
+        f"{owner}: missing must be None (NaN in X raises) or 'marginalize' (NaN entries are "
+        f"missing values, integrated out), got {missing!r}."
+    )
+
+
+def _check_array(
+    X,
+    owner: str,
+    *,
+    allow_1d: bool,
+    min_samples: int,
+    allow_nan: bool = False,
+    fitting: bool = False,
+) -> np.ndarray:
+    """``X`` as a float64 NumPy array, with scikit-learn-compatible messages.
+
+    ``allow_nan``: NaN entries are missing values (``missing="marginalize"``);
+    for a fit (``fitting``) every column needs an observed value.
+    """
     if hasattr(X, "tocsr") or hasattr(X, "toarray"):
         raise TypeError(
             f"{owner}: sparse input is not supported (X is {type(X).__name__}); "
@@ -224,13 +261,25 @@ def _check_array(X, owner: str, *, allow_1d: bool, min_samples: int) -> np.ndarr
             f"{owner}: Found array with 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
             "is required."
         )
-    if np.isnan(arr).any():
+    nan = np.isnan(arr)
+    if nan.any() and not allow_nan:
         raise ValueError(
-            f"{owner}: Input X contains NaN ({int(np.isnan(arr).sum())} entries); remove or "
-            "impute them (em.fit(..., missing='marginalize') integrates missing values out)."
+            f"{owner}: Input X contains NaN ({int(nan.sum())} entries); remove or impute them, "
+            f"or pass {owner}(..., missing='marginalize') to treat them as missing values "
+            "and integrate them out."
         )
     if np.isinf(arr).any():
-        raise ValueError(f"{owner}: Input X contains infinity; remove those entries.")
+        raise ValueError(
+            f"{owner}: Input X contains infinity; remove those entries"
+            + (" (NaN marks a missing value, infinity is not one)." if allow_nan else ".")
+        )
+    if fitting and nan.any():
+        empty = np.flatnonzero(nan.reshape(len(arr), -1).all(axis=0))
+        if empty.size:
+            raise ValueError(
+                f"{owner}: column {int(empty[0])} of X has no observed value (all NaN); drop "
+                "it before fitting."
+            )
     return arr
 
 
@@ -254,6 +303,12 @@ def _check_sample_weight(owner: str, sample_weight, n: int) -> np.ndarray:
             "are zero."
         )
     return w
+
+
+def _check_support(model: Mixture, x: np.ndarray) -> None:
+    """The families' data checks (``Mixture._check_data`` without its row count)."""
+    for family, _ in model._blocks:
+        family.validate_data(x)
 
 
 def _padded_size(n: int) -> int:
@@ -302,10 +357,10 @@ class _Entry:
             self._draw = jax.jit(jax.vmap(self.model._draw, in_axes=(0, None)))
         return self._draw(keys, x)
 
-    def log_joint(self, params, x):
+    def log_joint(self, params, x, observed=None):
         if self._log_joint is None:
             self._log_joint = jax.jit(self.model.log_joint)
-        return self._log_joint(params, x)
+        return self._log_joint(params, x, observed)
 
     def sample(self, key, params, n: int):
         if self._sample is None:  # eager, sampling dispatches hundreds of small ops
@@ -500,6 +555,53 @@ def _gaussian_log_prob(X, means, prec_chol, covariance_type: str) -> np.ndarray:
     return out
 
 
+def _missingness_patterns(observed: np.ndarray):
+    """Yield ``(pattern (D,) bool, rows)`` for each distinct row of ``observed``.
+
+    Rows are grouped by sorting (``O(N log N)``), so the work per pattern runs
+    once for all the rows that share it.
+    """
+    patterns, inverse = np.unique(observed, axis=0, return_inverse=True)
+    inverse = np.reshape(inverse, -1)
+    order = np.argsort(inverse, kind="stable")
+    ends = np.cumsum(np.bincount(inverse, minlength=len(patterns)))
+    starts = ends - np.bincount(inverse, minlength=len(patterns))
+    for pattern, start, end in zip(patterns, starts, ends, strict=True):
+        yield pattern, order[start:end]
+
+
+def _gaussian_log_prob_missing(X, means, cov, prec_chol, covariance_type: str) -> np.ndarray:
+    """``(N, K)`` log densities of the observed entries of each row (NaN = missing).
+
+    Each row's density is the marginal normal of its observed block: mean
+    ``μ_o``, covariance ``Σ_oo`` (whose Cholesky factor is computed once per
+    missingness pattern). Complete rows use ``precisions_cholesky_`` as
+    :func:`_gaussian_log_prob` does (scikit-learn's values); a row with nothing
+    observed has density 1 (log 0).
+    """
+    nan = np.isnan(X)
+    if not nan.any():
+        return _gaussian_log_prob(X, means, prec_chol, covariance_type)
+    out = np.zeros((X.shape[0], means.shape[0]))
+    for obs, rows in _missingness_patterns(~nan):
+        if not obs.any():
+            continue  # nothing observed: log density 0 for every component
+        if obs.all():
+            out[rows] = _gaussian_log_prob(X[rows], means, prec_chol, covariance_type)
+            continue
+        xo = X[np.ix_(rows, obs)]
+        if covariance_type == "full":
+            sub = _precisions_cholesky(cov[:, obs][:, :, obs], "full")
+        elif covariance_type == "tied":
+            sub = _precisions_cholesky(cov[np.ix_(obs, obs)], "tied")
+        elif covariance_type == "diag":
+            sub = prec_chol[:, obs]
+        else:  # spherical: the same 1/σ on every observed feature
+            sub = prec_chol
+        out[rows] = _gaussian_log_prob(xo, means[:, obs], sub, covariance_type)
+    return out
+
+
 # -- the shared estimator machinery -----------------------------------------------------
 
 
@@ -552,6 +654,11 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
         if not isinstance(self.verbose, (bool, np.bool_)):
             _check_int(owner, "verbose", self.verbose, 0)
         _check_int(owner, "verbose_interval", self.verbose_interval, 1)
+        _check_missing(owner, self.missing)
+
+    def _allow_nan(self) -> bool:
+        """Whether NaN entries of ``X`` are missing values (``missing="marginalize"``)."""
+        return _check_missing(type(self).__name__, self.missing)
 
     def _fit(self, X, sample_weight) -> None:
         owner = type(self).__name__
@@ -564,6 +671,7 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
                 f"{self.n_components}, n_samples = {n}; lower n_components or pass more rows."
             )
         w = _check_sample_weight(owner, sample_weight, n)
+        nan = bool(np.isnan(x).any())  # only possible with missing="marginalize"
         n_features = 1 if x.ndim == 1 else x.shape[1]
         entry = self._entry(n_features)
         # Zero-weight rows add nothing to the fit: dropping them here keeps the
@@ -585,7 +693,10 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
             start = _Start(self._current_params(), None, 1)
         else:
             key = _jax_key(self.random_state)
-            start = self._explicit_start(entry, x, key, xp) or _Start(None, key, self.n_init)
+            # Starts drawn here see each missing entry filled with an observed value
+            # of its column (as em.fit's own random starts do).
+            x_draw = _validation.prepare_data(entry.model, xp, "marginalize")[0] if nan else xp
+            start = self._explicit_start(entry, x, key, x_draw) or _Start(None, key, self.n_init)
         progress = int(self.verbose_interval) if self.verbose else 0
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -598,6 +709,7 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
                 max_iter=int(self.max_iter),
                 tol=float(self.tol),
                 sample_weight=wp,
+                missing="marginalize" if nan else None,
                 progress=progress,
             )
         if not np.isfinite(res.objective):
@@ -644,6 +756,13 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "converged_")
 
+    if HAVE_SKLEARN:
+
+        def __sklearn_tags__(self):
+            tags = super().__sklearn_tags__()
+            tags.input_tags.allow_nan = _same(self.missing, "marginalize")
+            return tags
+
     def _checked_X(self, X) -> np.ndarray:
         self._check_fitted()
         return self._validate_X(X)
@@ -660,7 +779,9 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
         """Fit the mixture by EM: ``n_init`` restarts in one compiled program; keep the best.
 
         Args:
-            X: ``(N, D)`` data (``MixtureEstimator`` also takes ``(N,)``).
+            X: ``(N, D)`` data (``MixtureEstimator`` also takes ``(N,)``); NaN
+                marks a missing value when ``missing="marginalize"`` (every
+                column needs an observed value), else raises.
             y: ignored (present for scikit-learn's API).
             sample_weight: ``(N,)`` non-negative weights of the rows; integer
                 weights give the fit of repeated rows.
@@ -676,7 +797,11 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
     def score_samples(self, X) -> np.ndarray:
-        """``(N,)`` log-likelihood ``log p(x_i)`` of each row under the fitted mixture."""
+        """``(N,)`` log-likelihood ``log p(x_i)`` of each row under the fitted mixture.
+
+        With ``missing="marginalize"``, the density of each row's observed
+        entries (0 for a row with nothing observed).
+        """
         return _logsumexp(self._weighted_log_prob(self._checked_X(X)))
 
     def score(self, X, y=None) -> float:
@@ -684,7 +809,11 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
         return float(np.mean(self.score_samples(X)))
 
     def predict_proba(self, X) -> np.ndarray:
-        """``(N, K)`` posterior probabilities of the components (rows sum to 1)."""
+        """``(N, K)`` posterior probabilities of the components (rows sum to 1).
+
+        With ``missing="marginalize"``, given each row's observed entries (the
+        weights for a row with nothing observed).
+        """
         lj = self._weighted_log_prob(self._checked_X(X))
         return np.exp(lj - _logsumexp(lj)[:, None])
 
@@ -700,7 +829,8 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
         """Bayesian information criterion ``-2 log L + p log N`` on ``X`` (lower is better).
 
         ``p`` is ``em.n_parameters`` of the fitted model (scikit-learn's count
-        for Gaussian mixtures).
+        for Gaussian mixtures). With ``missing="marginalize"``, ``log L`` is the
+        observed-data log-likelihood and ``N`` the number of rows.
         """
         n = self._checked_X(X).shape[0]
         return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
@@ -810,6 +940,15 @@ class GaussianMixture(_MixtureEstimatorBase):
         verbose: if > 0, print the objective to stderr every
             ``verbose_interval`` iterations from inside the compiled loop.
         verbose_interval: iterations between progress lines.
+        missing: ``None`` (NaN in ``X`` raises ``ValueError``, scikit-learn's
+            behaviour) or ``"marginalize"``: NaN entries are missing values,
+            integrated out exactly. ``fit`` maximises the observed-data
+            log-likelihood (EM with the conditional moments of the missing
+            entries); ``predict``, ``predict_proba``, ``score``,
+            ``score_samples``, ``bic`` and ``aic`` use each row's marginal
+            density of its observed entries. A row with nothing observed
+            scores 0 and gets the weights as probabilities; ``bic``/``aic``
+            count every row in ``N``. Infinity still raises.
 
     Attributes:
         weights_: ``(K,)`` mixing proportions.
@@ -820,7 +959,8 @@ class GaussianMixture(_MixtureEstimatorBase):
             (``1/√variance`` for diag/spherical).
         converged_: whether the best restart stopped by ``tol``.
         n_iter_: its EM iterations.
-        lower_bound_: its mean log-likelihood per sample (per unit weight).
+        lower_bound_: its mean log-likelihood per sample (per unit weight; of
+            the observed entries with ``missing="marginalize"``).
         lower_bounds_: ``(n_iter_,)`` the same after each iteration.
         n_features_in_: D.
 
@@ -828,6 +968,7 @@ class GaussianMixture(_MixtureEstimatorBase):
         >>> gm = em.GaussianMixture(n_components=3, n_init=64, random_state=0).fit(X)
         >>> gm.predict(X), gm.predict_proba(X).shape, gm.bic(X)
         >>> Xs, labels = gm.sample(100)
+        >>> gm = em.GaussianMixture(3, missing="marginalize").fit(X_with_nan)  # NaN: missing
     """
 
     def __init__(
@@ -847,6 +988,7 @@ class GaussianMixture(_MixtureEstimatorBase):
         warm_start: bool = False,
         verbose: int = 0,
         verbose_interval: int = 10,
+        missing: str | None = None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -862,6 +1004,7 @@ class GaussianMixture(_MixtureEstimatorBase):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.missing = missing
 
     def _check_hyperparameters(self) -> None:
         self._common_hyperparameters()
@@ -901,10 +1044,19 @@ class GaussianMixture(_MixtureEstimatorBase):
         )
 
     def _validate_fit_X(self, X) -> np.ndarray:
-        return _check_array(X, "GaussianMixture", allow_1d=False, min_samples=2)
+        return _check_array(
+            X,
+            "GaussianMixture",
+            allow_1d=False,
+            min_samples=2,
+            allow_nan=self._allow_nan(),
+            fitting=True,
+        )
 
     def _validate_X(self, X) -> np.ndarray:
-        x = _check_array(X, "GaussianMixture", allow_1d=False, min_samples=1)
+        x = _check_array(
+            X, "GaussianMixture", allow_1d=False, min_samples=1, allow_nan=self._allow_nan()
+        )
         if x.shape[1] != self.n_features_in_:
             raise self._features_mismatch(x.shape[1])
         return x
@@ -992,7 +1144,9 @@ class GaussianMixture(_MixtureEstimatorBase):
         raise ValueError(f"GaussianMixture: {_ILL_DEFINED}")
 
     def _weighted_log_prob(self, x) -> np.ndarray:
-        lp = _gaussian_log_prob(x, self.means_, self.precisions_cholesky_, self.covariance_type)
+        lp = _gaussian_log_prob_missing(
+            x, self.means_, self.covariances_, self.precisions_cholesky_, self.covariance_type
+        )
         with np.errstate(divide="ignore"):
             return lp + np.log(self.weights_)
 
@@ -1106,6 +1260,12 @@ class MixtureEstimator(_MixtureEstimatorBase):
         init: an optional start, ``em.MixtureParams(weights (K,), components)``
             with the family's parameters (leading ``(K,)`` axis); used instead
             of random starts.
+        missing: ``None`` (NaN in ``X`` raises) or ``"marginalize"``: NaN
+            entries are missing values, integrated out (the family's
+            ``log_prob`` of the observed entries only; features of ``(N, D)``
+            data must be independent, or the family must define
+            ``log_prob_components_missing``). A row with nothing observed
+            scores 0 and gets the weights as probabilities.
 
     Attributes:
         weights_: ``(K,)`` mixing proportions.
@@ -1113,7 +1273,8 @@ class MixtureEstimator(_MixtureEstimatorBase):
             arrays with a leading ``(K,)`` axis), e.g. ``PoissonParams(rate=(K,))``.
         converged_, n_iter_: as for ``GaussianMixture``.
         lower_bound_: the objective EM maximised, per sample: the mean
-            log-likelihood (plus the log prior / N under priors).
+            log-likelihood (plus the log prior / N under priors), of the
+            observed entries with ``missing="marginalize"``.
         n_features_in_: D (1 for ``(N,)`` data).
 
     ``X`` may be ``(N,)`` (one feature) or ``(N, D)``; later calls must use the
@@ -1139,6 +1300,7 @@ class MixtureEstimator(_MixtureEstimatorBase):
         verbose: int = 0,
         verbose_interval: int = 10,
         init=None,
+        missing: str | None = None,
     ):
         self.family = family
         self.n_components = n_components
@@ -1151,6 +1313,7 @@ class MixtureEstimator(_MixtureEstimatorBase):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.init = init
+        self.missing = missing
 
     def _check_hyperparameters(self) -> None:
         self._common_hyperparameters()
@@ -1189,10 +1352,19 @@ class MixtureEstimator(_MixtureEstimatorBase):
         )
 
     def _validate_fit_X(self, X) -> np.ndarray:
-        return _check_array(X, "MixtureEstimator", allow_1d=True, min_samples=2)
+        return _check_array(
+            X,
+            "MixtureEstimator",
+            allow_1d=True,
+            min_samples=2,
+            allow_nan=self._allow_nan(),
+            fitting=True,
+        )
 
     def _validate_X(self, X) -> np.ndarray:
-        x = _check_array(X, "MixtureEstimator", allow_1d=True, min_samples=1)
+        x = _check_array(
+            X, "MixtureEstimator", allow_1d=True, min_samples=1, allow_nan=self._allow_nan()
+        )
         if self._fit_ndim_ == 1:
             if x.ndim == 2 and x.shape[1] == 1:
                 return x[:, 0]
@@ -1228,8 +1400,55 @@ class MixtureEstimator(_MixtureEstimatorBase):
 
     def _weighted_log_prob(self, x) -> np.ndarray:
         entry = self._entry(self.n_features_in_)
-        xd = _validation.prepare_data(entry.model, x)  # the family's support checks
-        return np.asarray(entry.log_joint(self._device_params(), xd), np.float64)
+        params = self._device_params()
+        nan = np.isnan(x)
+        observed = None
+        if nan.any():  # only with missing="marginalize" (validated before)
+            entry.model._check_missing(x)
+            observed = jnp.asarray(~nan)
+            x = self._fill_missing(entry, params, x, nan)
+        else:
+            x = x.astype(np.dtype(_validation.float_dtype()))
+            _check_support(entry.model, x)
+        return np.asarray(entry.log_joint(params, jnp.asarray(x), observed), np.float64)
+
+    def _fill_missing(self, entry: _Entry, params, x, nan) -> np.ndarray:
+        """``x`` (float dtype) with each NaN replaced by a value in the family's support.
+
+        The values are masked out of every density (``observed`` is False
+        there); they only have to pass the family's data checks. A column's
+        filler is its observed value nearest the column's mean (as in
+        ``em.fit``); a column with no observed value in ``x`` gets the first of
+        0, 1, 0.5 that passes the checks, else that column of one row drawn
+        from the fitted mixture.
+        """
+        cols = x.reshape(len(x), -1).astype(np.dtype(_validation.float_dtype()))
+        holes = nan.reshape(len(x), -1)
+        empty = []
+        for j in np.flatnonzero(holes.any(axis=0)):
+            seen = cols[~holes[:, j], j]
+            if seen.size:
+                cols[holes[:, j], j] = seen[np.argmin(np.abs(seen - seen.mean()))]
+            else:
+                empty.append(j)
+        if not empty:
+            _check_support(entry.model, cols.reshape(x.shape))
+            return cols.reshape(x.shape)
+        first_error = None
+        for value in (0.0, 1.0, 0.5):
+            cols[:, empty] = value
+            try:
+                _check_support(entry.model, cols.reshape(x.shape))
+                return cols.reshape(x.shape)
+            except ValueError as err:
+                first_error = first_error or err
+        try:  # a custom support: a row drawn from the fitted mixture lies in it
+            draw = np.asarray(entry.sample(jax.random.key(0), params, 1)[0]).reshape(-1)
+            cols[:, empty] = draw[empty]
+            _check_support(entry.model, cols.reshape(x.shape))
+        except Exception:
+            raise first_error from None
+        return cols.reshape(x.shape)
 
     def sample(self, n_samples: int = 1):
         """Draw ``n_samples`` rows: ``(X, y)`` with ``X`` of the fitted data's layout.

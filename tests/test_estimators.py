@@ -413,6 +413,139 @@ def test_sklearn_is_not_imported_by_import_jaxem():
     assert out.stdout.strip() == "False", out.stderr
 
 
+# -- missing values: missing="marginalize" -----------------------------------------------
+
+
+def _gm_with(kind, weights, means, cov, **kwargs):
+    """A GaussianMixture holding the given parameters (no fit: only the evaluation)."""
+    gm = em.GaussianMixture(len(weights), covariance_type=kind, **kwargs)
+    gm._set_params_from(em.MixtureParams(weights, em.MultivariateNormalParams(means, cov)))
+    gm.converged_, gm.n_iter_, gm.lower_bound_ = True, 0, 0.0
+    gm.n_features_in_, gm._fit_ndim_ = means.shape[1], 2
+    return gm
+
+
+def _holes(shape, rate, seed):
+    return np.random.default_rng(seed).random(shape) < rate
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_score_samples_with_nan_are_the_observed_marginal_densities(kind):
+    """Each row's density is the mixture of the observed block's marginal normals."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(5)
+    k, d = 2, 3
+    weights, means = np.array([0.3, 0.7]), rng.normal(0, 2, (k, d))
+    a = rng.normal(size=(k, d, d))
+    full = a @ np.swapaxes(a, 1, 2) + 0.5 * np.eye(d)
+    cov = {"full": full, "tied": full[0], "diag": rng.uniform(0.5, 2, (k, d))}
+    cov["spherical"] = np.array([0.7, 1.8])
+    dense = {  # each component's (D, D) covariance, for scipy
+        "full": full,
+        "tied": np.stack([full[0]] * k),
+        "diag": np.stack([np.diag(v) for v in cov["diag"]]),
+        "spherical": cov["spherical"][:, None, None] * np.eye(d),
+    }[kind]
+    gm = _gm_with(kind, weights, means, cov[kind], missing="marginalize")
+    x = rng.normal(0, 2, (64, d))
+    patterns = np.array([[(p >> i) & 1 for i in range(d)] for p in range(8)], bool)
+    x[np.where(np.tile(patterns, (8, 1)))] = np.nan  # every pattern, the last row all NaN
+    ref = np.zeros((len(x), k))
+    for i, row in enumerate(x):
+        o = ~np.isnan(row)
+        for j in range(k):
+            if o.any():
+                mvn = multivariate_normal(means[j, o], dense[j][np.ix_(o, o)])
+                ref[i, j] = mvn.logpdf(row[o])
+    ref += np.log(weights)
+    np.testing.assert_allclose(gm.score_samples(x), logsumexp(ref, axis=1), rtol=1e-12, atol=1e-15)
+    assert abs(gm.score_samples(x)[-1]) < 1e-15  # nothing observed: log p = 0, posterior w
+    np.testing.assert_allclose(gm.predict_proba(x)[-1], weights, rtol=1e-12)
+    np.testing.assert_allclose(
+        gm.predict_proba(x), np.exp(ref - logsumexp(ref, axis=1, keepdims=True)), atol=1e-12
+    )
+    np.testing.assert_array_equal(gm.predict(x), np.argmax(ref, axis=1))
+    np.testing.assert_allclose(gm.score(x), logsumexp(ref, axis=1).mean(), rtol=1e-12)
+    sk = SkGaussianMixture(k, covariance_type=kind)
+    sk.means_ = means
+    p = sk._n_parameters()
+    ll = logsumexp(ref, axis=1).sum()
+    np.testing.assert_allclose(gm.bic(x), -2 * ll + p * np.log(len(x)), rtol=1e-12)
+    np.testing.assert_allclose(gm.aic(x), -2 * ll + 2 * p, rtol=1e-12)
+    # Complete rows keep scikit-learn's formula.
+    complete = ~np.isnan(x).any(axis=1)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"):
+        setattr(sk, name, getattr(gm, name))
+    np.testing.assert_allclose(
+        gm.score_samples(x[complete]), sk.score_samples(x[complete]), rtol=1e-12
+    )
+
+
+def test_fit_with_missing_values_recovers_the_complete_data_clusters():
+    """Old Faithful with 10% of entries missing at random: the same two clusters."""
+    x = em.datasets.load_faithful()
+    xm = np.where(_holes(x.shape, 0.1, 0), np.nan, x)
+    complete = sk_fit(x, n_components=2, random_state=0)  # float64, nothing to compile
+    gm = em.GaussianMixture(2, random_state=0, missing="marginalize")
+    labels = gm.fit_predict(xm)
+    assert gm.converged_ and np.isfinite(gm.lower_bound_)
+    agree = np.mean(labels == complete.predict(x))
+    assert max(agree, 1 - agree) >= 0.95
+    np.testing.assert_allclose(np.sort(gm.means_[:, 1]), np.sort(complete.means_[:, 1]), rtol=0.02)
+    # The objective is the observed-data log-likelihood; BIC/AIC count N rows.
+    np.testing.assert_allclose(gm.lower_bound_, gm.score(xm), rtol=1e-5)
+    n_par = 2 * 2 + 2 * 3 + 1
+    ll = gm.score_samples(xm).sum()
+    np.testing.assert_allclose(gm.bic(xm), -2 * ll + n_par * np.log(len(x)), rtol=1e-12)
+    np.testing.assert_allclose(gm.aic(xm), -2 * ll + 2 * n_par, rtol=1e-12)
+
+
+def test_mixture_estimator_poisson_with_missing_counts():
+    """score_samples: per row, the mixture of the product of the observed pmfs."""
+    from scipy.special import logsumexp
+    from scipy.stats import poisson
+
+    rng = np.random.default_rng(6)
+    counts = np.vstack([rng.poisson([2.0, 6.0], (120, 2)), rng.poisson([8.0, 1.0], (120, 2))])
+    x = np.where(_holes(counts.shape, 0.15, 1), np.nan, counts.astype(float))
+    est = em.MixtureEstimator(em.Poisson(), 2, missing="marginalize", random_state=0).fit(x)
+    rate = est.params_.rate
+    assert rate.shape == (2, 2) and np.isfinite(est.lower_bound_)
+    observed = ~np.isnan(x)
+    logpmf = poisson.logpmf(np.nan_to_num(x)[:, None, :], rate[None])  # (N, K, D)
+    ref = np.log(est.weights_) + np.sum(np.where(observed[:, None, :], logpmf, 0), axis=2)
+    np.testing.assert_allclose(est.score_samples(x), logsumexp(ref, axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(est.score(x), logsumexp(ref, axis=1).mean(), rtol=1e-5)
+    np.testing.assert_array_equal(est.predict(x), np.argmax(ref, axis=1))
+    # One row, fewer rows than components, a column with no observed value.
+    one = np.log(est.weights_) + poisson.logpmf(3, rate[:, 1])
+    np.testing.assert_allclose(
+        est.predict_proba(np.array([[np.nan, 3.0]]))[0], np.exp(one - logsumexp(one)), rtol=1e-5
+    )
+    np.testing.assert_allclose(est.score_samples(np.full((1, 2), np.nan)), 0.0, atol=1e-6)
+
+
+def test_missing_none_still_rejects_nan(fitted):
+    holey = np.where(_holes(X_SEP.shape, 0.1, 2), np.nan, X_SEP)
+    for call in (em.GaussianMixture(3).fit, fitted.predict, fitted.score_samples):
+        with pytest.raises(ValueError, match=r"Input X contains NaN.*missing='marginalize'"):
+            call(holey)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        em.MixtureEstimator(em.Poisson(), 2).fit(np.array([1.0, np.nan, 3.0]))
+    with pytest.raises(ValueError, match="missing must be None .* or 'marginalize'"):
+        em.GaussianMixture(3, missing="drop").fit(X_SEP)
+    with pytest.raises(ValueError, match="infinity"):
+        em.GaussianMixture(3, missing="marginalize").fit(np.where(np.isnan(holey), np.inf, X_SEP))
+    with pytest.raises(ValueError, match="column 1 of X has no observed value"):
+        em.GaussianMixture(3, missing="marginalize").fit(np.c_[X_SEP[:, 0], np.full(240, np.nan)])
+    from sklearn.utils import get_tags
+
+    assert not get_tags(fitted).input_tags.allow_nan
+    assert get_tags(em.GaussianMixture(missing="marginalize")).input_tags.allow_nan
+
+
 # -- slow: scikit-learn's own estimator checks, restarts, every init scheme -------------------
 
 
