@@ -20,12 +20,29 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Chunking", "plan", "take", "rows_sum", "pad_rows"]
+__all__ = ["Chunking", "plan", "take", "rows_sum", "pad_rows", "target_floats"]
 
-#: floats of (rows, K · D) work per chunk: ~2^20 kept chunk temporaries in
-#: cache and was 2-3x faster than one pass at (N, D, K) = (1e5, 16, 8) on a
-#: 2-core Zen 4 (see PERF_NOTES); at D = 2 one pass and chunks were on par.
+#: floats of (rows, K · D) work per chunk on a CPU: ~2^20 kept chunk
+#: temporaries in cache and was 2-3x faster than one pass at (N, D, K) =
+#: (1e5, 16, 8) on a 2-core Zen 4 (see PERF_NOTES); at D = 2 one pass and
+#: chunks were on par.
 _TARGET_FLOATS = 1 << 20
+#: On a GPU or TPU each chunk costs ~10 kernel launches (microseconds each)
+#: and caches do not matter: chunks of 2^25 floats (128 MiB in float32, shared
+#: by the vmapped restarts) keep launches rare and memory bounded.
+_ACCELERATOR_FLOATS = 1 << 25
+
+
+def target_floats(backend: str | None = None, restarts: int = 1) -> int:
+    """Floats of ``(rows, K·D)`` work per chunk on ``backend`` (default: JAX's).
+
+    On a CPU, ``2^20`` (cache-sized, measured); on an accelerator ``2^25``
+    split among ``restarts`` vmapped restarts (at least ``2^20``).
+    """
+    backend = jax.default_backend() if backend is None else backend
+    if backend == "cpu":
+        return _TARGET_FLOATS
+    return max(_TARGET_FLOATS, _ACCELERATOR_FLOATS // max(restarts, 1))
 
 
 class Chunking(NamedTuple):
@@ -41,18 +58,26 @@ class Chunking(NamedTuple):
         return self.size * self.count
 
 
-def plan(n: int, k: int, d: int, chunk_size, n_devices: int = 1) -> Chunking | None:
+def plan(
+    n: int,
+    k: int,
+    d: int,
+    chunk_size,
+    n_devices: int = 1,
+    backend: str | None = None,
+    restarts: int = 1,
+) -> Chunking | None:
     """Chunks for ``n`` rows of ``d`` features and ``k`` states, or ``None`` for one pass.
 
     ``chunk_size=None`` chooses: one pass when the problem is small (at most
-    ``2 · target`` rows, ``target = max(1024, 2^20 / (K·D))``), else chunks of
-    about ``target`` rows. An integer asks for that many rows per chunk (one pass
-    if ``>= n``). With several devices the chunks are strided and their size a
-    multiple of the device count.
+    ``2 · target`` rows, ``target = max(1024, target_floats(backend, restarts) /
+    (K·D))``), else chunks of about ``target`` rows. An integer asks for that
+    many rows per chunk (one pass if ``>= n``). With several devices the chunks
+    are strided and their size a multiple of the device count.
     """
     d = max(d, 1)
     if chunk_size is None:
-        target = max(1024, _TARGET_FLOATS // (k * d))
+        target = max(1024, target_floats(backend, restarts) // (k * d))
         if n <= 2 * target:
             return None
         size = math.ceil(n / math.ceil(n / target))

@@ -428,7 +428,10 @@ def fit(
 
     n_devices = len(x.sharding.device_set) if isinstance(x, jax.Array) else 1
     features = 1 if x.ndim == 1 else x.shape[1]
-    chunking = _chunks.plan(x.shape[0], n_states, features, chunk_size, n_devices)
+    backend = next(iter(x.sharding.device_set)).platform if isinstance(x, jax.Array) else None
+    chunking = _chunks.plan(
+        x.shape[0], n_states, features, chunk_size, n_devices, backend, restarts
+    )
     program = _compiled(model, _history_length(max_iter), from_keys, accelerate, progress, chunking)
     # Random starts come from rows that count: a zero-weight row must not seed a component.
     if user_weights is None:

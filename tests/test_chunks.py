@@ -80,5 +80,10 @@ def test_plan():
     assert plan.size % 8 == 0 and plan.rows >= 1001 and plan.count == -(-1001 // plan.size)
     assert chunks.plan(1001, 2, 1, 5000) is None
     assert chunks.plan(4096, 2, 1, 100, n_devices=8).strided
+    # An accelerator takes 32x larger chunks (fewer kernel launches), shared by
+    # the vmapped restarts but never below the CPU's size.
+    cpu, gpu = chunks.plan(10**6, 8, 16, None), chunks.plan(10**6, 8, 16, None, backend="gpu")
+    assert gpu.size >= 16 * cpu.size and gpu.rows >= 10**6
+    assert chunks.plan(10**6, 8, 16, None, backend="gpu", restarts=10**4) == cpu
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
         em.fit(em.Mixture(em.Normal(), 2), X1, key=0, chunk_size=0)

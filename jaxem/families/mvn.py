@@ -63,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from jaxem import chunks as _chunks
 from jaxem import constraints, priors
 from jaxem.families._seeding import kmeans_plus_plus
 from jaxem.families.base import Family, check_prior, register_m_step
@@ -70,6 +71,9 @@ from jaxem.families.base import Family, check_prior, register_m_step
 __all__ = ["MultivariateNormal", "MultivariateNormalParams", "MultivariateNormalStats"]
 
 _LOG_2PI = math.log(2 * math.pi)
+# Full float32 products on every backend: GPUs would otherwise use TF32 (10-bit
+# mantissa) for float32 matmuls, far from float32 EM. Costs nothing on CPU.
+_HI = jax.lax.Precision.HIGHEST
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 
 
@@ -189,12 +193,13 @@ class MultivariateNormal(Family):
             if kind == "full":
                 # One GEMM for every component: X (N, D) @ [A_1ᵀ | … | A_Kᵀ] (D, K·D).
                 factor = jnp.swapaxes(inv_chol, -1, -2).transpose(1, 0, 2).reshape(d, k * d)
-                shift = jnp.einsum("kij,kj->ki", inv_chol, mc).reshape(k * d)
+                shift = jnp.einsum("kij,kj->ki", inv_chol, mc, precision=_HI).reshape(k * d)
             else:
-                factor, shift = inv_chol.T, mc @ inv_chol.T  # (D, D), (K, D)
+                factor = inv_chol.T  # (D, D)
+                shift = jnp.matmul(mc, factor, precision=_HI)  # (K, D)
 
             def maha(rows):
-                y = rows @ factor
+                y = jnp.matmul(rows, factor, precision=_HI)
                 if kind == "full":
                     y = y - shift
                     return jnp.sum((y * y).reshape(rows.shape[0], k, d), axis=-1)
@@ -286,7 +291,7 @@ class MultivariateNormal(Family):
         k, d = mean.shape
         m = observed.astype(x.dtype)
         n = jnp.sum(wr, axis=0)
-        hi = jax.lax.Precision.HIGHEST
+        hi = _HI
         if self.covariance_type in ("diag", "spherical"):
             var = jnp.diagonal(self._full_covs(components, k, d), axis1=-2, axis2=-1)  # (K, D)
             diff = m[:, None, :] * (x[:, None, :] - mean[None])  # missing: E[x] - μ = 0
@@ -378,7 +383,7 @@ class MultivariateNormal(Family):
         n_safe = jnp.where(n > 0, n, 1)
         mean = jnp.where((n > 0)[:, None], centres + stats.s1 / n_safe[:, None], centres)
         xc = x - jnp.mean(x, axis=0)
-        glob = xc.T @ xc / x.shape[0]
+        glob = jnp.matmul(xc.T, xc, precision=_HI) / x.shape[0]
         scale = jnp.mean(jnp.diagonal(glob))
         ridge = 10 * jnp.finfo(x.dtype).eps * jnp.where(scale > 0, scale, 1) + self.reg_covar
         eye = jnp.eye(d, dtype=x.dtype)
@@ -413,13 +418,14 @@ class MultivariateNormalStats(NamedTuple):
 def _chunk_rows(n: int, k: int, d: int):
     """Rows per chunk for passes over the data, or ``None`` for one pass.
 
-    About 2^20 floats of ``(rows, K·D)`` work per chunk keeps a chunk's
-    temporaries in cache: measured 2-3x faster at (N, D, K) = (1e5, 16, 8) on a
-    2-core Zen 4. Small problems (e.g. D = 2) have too little work per chunk
-    and run in one pass. The size is rounded so that padding is under 8 rows
-    per chunk.
+    On a CPU about 2^20 floats of ``(rows, K·D)`` work per chunk keeps a
+    chunk's temporaries in cache: measured 2-3x faster at (N, D, K) = (1e5, 16,
+    8) on a 2-core Zen 4; an accelerator takes larger chunks
+    (:func:`jaxem.chunks.target_floats`). Small problems (e.g. D = 2) have too
+    little work per chunk and run in one pass. The size is rounded so that
+    padding is under 8 rows per chunk.
     """
-    target = max(1024, (1 << 20) // (k * d))
+    target = max(1024, _chunks.target_floats() // (k * d))
     if n <= 2 * target:
         return None
     chunks = math.ceil(n / target)
@@ -435,14 +441,14 @@ def _stats(family, params, x, resp, sample_weight):
 
     def rows_stats(x_rows, wr_rows):
         diff = x_rows[None, :, :] - mean[:, None, :]  # (K, rows, D)
-        s1 = jnp.einsum("nk,knd->kd", wr_rows, diff)
+        s1 = jnp.einsum("nk,knd->kd", wr_rows, diff, precision=_HI)
         if matrix:
             # K GEMMs (one batched matmul) of (√(w r)·(x - c))ᵀ(√(w r)·(x - c)):
             # much faster than einsum('nk,nd,ne->kde').
             z = jnp.sqrt(wr_rows).T[:, :, None] * diff
-            s2 = jnp.matmul(jnp.swapaxes(z, 1, 2), z)
+            s2 = jnp.matmul(jnp.swapaxes(z, 1, 2), z, precision=_HI)
         else:
-            s2 = jnp.einsum("nk,knd->kd", wr_rows, diff * diff)
+            s2 = jnp.einsum("nk,knd->kd", wr_rows, diff * diff, precision=_HI)
         return MultivariateNormalStats(jnp.sum(wr_rows, axis=0), s1, s2)
 
     size = _chunk_rows(n, k, d)

@@ -124,8 +124,9 @@ def _stats(family, params, x, resp, sample_weight):
     # Centred at the current means, not expanded as Σx² - 2mΣx + m²Σ1: in
     # float32 the expansion loses the variance of a tight component far from 0.
     d = rows[:, None, :] - mean[None, :, :]  # (N, K, D), fused into the sums
-    s1 = jnp.einsum("nk,nkd->kd", wr, d)
-    s2 = jnp.einsum("nk,nkd->kd", wr, d * d)
+    hi = jax.lax.Precision.HIGHEST  # no TF32 on GPUs
+    s1 = jnp.einsum("nk,nkd->kd", wr, d, precision=hi)
+    s2 = jnp.einsum("nk,nkd->kd", wr, d * d, precision=hi)
     shape = params.mean.shape
     return NormalStats(n=wr.sum(0), s1=s1.reshape(shape), s2=s2.reshape(shape))
 
