@@ -38,11 +38,15 @@ def _check(res):
 
 
 def _fit(model, x, **kw):
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         # A non-finite objective warns: here that is a failure. (float32 may stop a
         # near-singular covariance early, saying it cannot resolve it: allowed.)
         warnings.filterwarnings("error", message=".*(non-finite|not finite).*")
-        return em.fit(model, x, key=jax.random.key(0), restarts=4, **kw)
+        res = em.fit(model, x, key=jax.random.key(0), restarts=4, **kw)
+    for w in caught:
+        assert "float32 cannot resolve" in str(w.message), str(w.message)
+    return res
 
 
 CASES_1D = {
