@@ -122,18 +122,34 @@ def prepare_data(model, x, missing: str | None = None):
         model._check_data(arr)
         return place_like(arr, x), None
     model._check_missing(arr)
-    cols = arr.reshape(len(arr), -1)
-    filled = cols.copy()
-    for j in range(cols.shape[1]):  # host-side, once per column (not per row)
-        seen = cols[~np.isnan(cols[:, j]), j]
-        if seen.size == 0:
+    filled = fill_missing(arr, nan)
+    model._check_data(filled)
+    return place_like(filled, x), place_like(~nan, x)
+
+
+def fill_missing(arr: np.ndarray, nan: np.ndarray, fallback=None) -> np.ndarray:
+    """``arr`` with each NaN entry (``nan``) replaced by an observed value of its column.
+
+    The filler is the column's observed value nearest its observed mean, so it
+    lies in the model's support; the filled entries are masked out of every
+    density. A column with no observed value raises, unless ``fallback``
+    (a function returning a ``(D,)`` row in the support) supplies its value.
+    """
+    cols = arr.reshape(len(arr), -1).copy()
+    holes = nan.reshape(len(arr), -1)
+    row = None
+    for j in np.flatnonzero(holes.any(axis=0)):  # host-side, once per column
+        seen = cols[~holes[:, j], j]
+        if seen.size:
+            cols[holes[:, j], j] = seen[np.argmin(np.abs(seen - seen.mean()))]
+        elif fallback is None:
             raise ValueError(
                 f"x: column {j} has no observed value (all NaN); drop it before fitting."
             )
-        filled[np.isnan(cols[:, j]), j] = seen[np.argmin(np.abs(seen - seen.mean()))]
-    filled = filled.reshape(arr.shape)
-    model._check_data(filled)
-    return place_like(filled, x), place_like(~nan, x)
+        else:
+            row = np.reshape(np.asarray(fallback()), -1) if row is None else row
+            cols[:, j] = row[j]
+    return cols.reshape(arr.shape)
 
 
 def prepare_sample_weight(sample_weight, n: int, like=None) -> jax.Array:

@@ -305,12 +305,6 @@ def _check_sample_weight(owner: str, sample_weight, n: int) -> np.ndarray:
     return w
 
 
-def _check_support(model: Mixture, x: np.ndarray) -> None:
-    """The families' data checks (``Mixture._check_data`` without its row count)."""
-    for family, _ in model._blocks:
-        family.validate_data(x)
-
-
 def _padded_size(n: int) -> int:
     if n <= 1 << 15:
         return max(64, 1 << (n - 1).bit_length())
@@ -1403,52 +1397,18 @@ class MixtureEstimator(_MixtureEstimatorBase):
         params = self._device_params()
         nan = np.isnan(x)
         observed = None
+        x = x.astype(np.dtype(_validation.float_dtype()))
         if nan.any():  # only with missing="marginalize" (validated before)
             entry.model._check_missing(x)
             observed = jnp.asarray(~nan)
-            x = self._fill_missing(entry, params, x, nan)
-        else:
-            x = x.astype(np.dtype(_validation.float_dtype()))
-            _check_support(entry.model, x)
+            # The filled entries are masked out; they only have to lie in the
+            # support. A column with nothing observed in X takes its value from
+            # a row drawn from the fitted mixture.
+            x = _validation.fill_missing(
+                x, nan, fallback=lambda: entry.sample(jax.random.key(0), params, 1)[0]
+            )
+        entry.model._check_support(x)
         return np.asarray(entry.log_joint(params, jnp.asarray(x), observed), np.float64)
-
-    def _fill_missing(self, entry: _Entry, params, x, nan) -> np.ndarray:
-        """``x`` (float dtype) with each NaN replaced by a value in the family's support.
-
-        The values are masked out of every density (``observed`` is False
-        there); they only have to pass the family's data checks. A column's
-        filler is its observed value nearest the column's mean (as in
-        ``em.fit``); a column with no observed value in ``x`` gets the first of
-        0, 1, 0.5 that passes the checks, else that column of one row drawn
-        from the fitted mixture.
-        """
-        cols = x.reshape(len(x), -1).astype(np.dtype(_validation.float_dtype()))
-        holes = nan.reshape(len(x), -1)
-        empty = []
-        for j in np.flatnonzero(holes.any(axis=0)):
-            seen = cols[~holes[:, j], j]
-            if seen.size:
-                cols[holes[:, j], j] = seen[np.argmin(np.abs(seen - seen.mean()))]
-            else:
-                empty.append(j)
-        if not empty:
-            _check_support(entry.model, cols.reshape(x.shape))
-            return cols.reshape(x.shape)
-        first_error = None
-        for value in (0.0, 1.0, 0.5):
-            cols[:, empty] = value
-            try:
-                _check_support(entry.model, cols.reshape(x.shape))
-                return cols.reshape(x.shape)
-            except ValueError as err:
-                first_error = first_error or err
-        try:  # a custom support: a row drawn from the fitted mixture lies in it
-            draw = np.asarray(entry.sample(jax.random.key(0), params, 1)[0]).reshape(-1)
-            cols[:, empty] = draw[empty]
-            _check_support(entry.model, cols.reshape(x.shape))
-        except Exception:
-            raise first_error from None
-        return cols.reshape(x.shape)
 
     def sample(self, n_samples: int = 1):
         """Draw ``n_samples`` rows: ``(X, y)`` with ``X`` of the fitted data's layout.

@@ -507,6 +507,10 @@ class Mixture(Model):
                 f"n_components={self.n_components} is larger than the number of samples "
                 f"({x.shape[0]}); use at most {x.shape[0]} components or more data."
             )
+        self._check_support(x)
+
+    def _check_support(self, x: np.ndarray) -> None:
+        """The families' data checks (support, shape), for any number of rows."""
         for family, _ in self._blocks:
             family.validate_data(x)
 
