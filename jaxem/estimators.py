@@ -615,8 +615,21 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
     def _entry(self, n_features: int) -> _Entry:
         raise NotImplementedError  # abstract
 
+    #: whether ``X`` may be ``(N,)`` (one feature)
+    _allow_1d = False
+
     def _validate_fit_X(self, X) -> np.ndarray:
-        raise NotImplementedError  # abstract
+        return self._checked_array(X, min_samples=2, fitting=True)
+
+    def _checked_array(self, X, *, min_samples: int, fitting: bool = False) -> np.ndarray:
+        return _check_array(
+            X,
+            type(self).__name__,
+            allow_1d=self._allow_1d,
+            min_samples=min_samples,
+            allow_nan=self._allow_nan(),
+            fitting=fitting,
+        )
 
     def _validate_X(self, X) -> np.ndarray:
         raise NotImplementedError  # abstract
@@ -1037,20 +1050,8 @@ class GaussianMixture(_MixtureEstimatorBase):
             ),
         )
 
-    def _validate_fit_X(self, X) -> np.ndarray:
-        return _check_array(
-            X,
-            "GaussianMixture",
-            allow_1d=False,
-            min_samples=2,
-            allow_nan=self._allow_nan(),
-            fitting=True,
-        )
-
     def _validate_X(self, X) -> np.ndarray:
-        x = _check_array(
-            X, "GaussianMixture", allow_1d=False, min_samples=1, allow_nan=self._allow_nan()
-        )
+        x = self._checked_array(X, min_samples=1)
         if x.shape[1] != self.n_features_in_:
             raise self._features_mismatch(x.shape[1])
         return x
@@ -1280,6 +1281,8 @@ class MixtureEstimator(_MixtureEstimatorBase):
         >>> est.predict(counts), est.bic(counts)
     """
 
+    _allow_1d = True
+
     def __init__(
         self,
         family: Family,
@@ -1345,20 +1348,8 @@ class MixtureEstimator(_MixtureEstimatorBase):
             lambda: Mixture(self.family, int(self.n_components), weights_prior=self.weights_prior),
         )
 
-    def _validate_fit_X(self, X) -> np.ndarray:
-        return _check_array(
-            X,
-            "MixtureEstimator",
-            allow_1d=True,
-            min_samples=2,
-            allow_nan=self._allow_nan(),
-            fitting=True,
-        )
-
     def _validate_X(self, X) -> np.ndarray:
-        x = _check_array(
-            X, "MixtureEstimator", allow_1d=True, min_samples=1, allow_nan=self._allow_nan()
-        )
+        x = self._checked_array(X, min_samples=1)
         if self._fit_ndim_ == 1:
             if x.ndim == 2 and x.shape[1] == 1:
                 return x[:, 0]
