@@ -416,20 +416,17 @@ class MultivariateNormalStats(NamedTuple):
 
 
 def _chunk_rows(n: int, k: int, d: int):
-    """Rows per chunk for passes over the data, or ``None`` for one pass.
+    """Rows per chunk for this family's own passes over the data, or ``None``.
 
-    On a CPU about 2^20 floats of ``(rows, K·D)`` work per chunk keeps a
-    chunk's temporaries in cache: measured 2-3x faster at (N, D, K) = (1e5, 16,
-    8) on a 2-core Zen 4; an accelerator takes larger chunks
-    (:func:`jaxem.chunks.target_floats`). Small problems (e.g. D = 2) have too
-    little work per chunk and run in one pass. The size is rounded so that
-    padding is under 8 rows per chunk.
+    The engine's rule (:func:`jaxem.chunks.plan`): on a CPU about 2^20 floats
+    of ``(rows, K·D)`` work per chunk keeps its temporaries in cache (2-3x
+    faster at (N, D, K) = (1e5, 16, 8) on a 2-core Zen 4), an accelerator
+    takes larger chunks, and small problems run in one pass. ``em.fit``'s
+    chunked passes hand over rows already split, so this splits the rest:
+    ``chunk_size=N`` fits and direct calls such as ``predict`` on many rows.
     """
-    target = max(1024, _chunks.target_floats() // (k * d))
-    if n <= 2 * target:
-        return None
-    chunks = math.ceil(n / target)
-    return 8 * math.ceil(n / (8 * chunks))
+    chunking = _chunks.plan(n, k, d, None)
+    return None if chunking is None else chunking.size
 
 
 def _stats(family, params, x, resp, sample_weight):
