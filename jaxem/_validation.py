@@ -31,6 +31,45 @@ def as_float_array(x, name: str = "x") -> np.ndarray:
     return arr.astype(np.dtype(float_dtype()), copy=False)
 
 
+def check_float_range(arr: np.ndarray, name: str = "x") -> None:
+    """Raise if ``arr`` (finite in its own dtype) is too large for the float dtype's statistics.
+
+    Why: the families' statistics hold squares and sums over rows; in float32
+    (largest value 3.4e38) ``N · max|x|²`` overflows to infinity long before
+    a single entry does, and the fit then returns NaN parameters. A value that
+    float32 cannot hold at all (1e40) would otherwise be reported as an
+    "infinite entry" the user never wrote. Checked on the host, before tracing.
+    """
+    dtype = np.dtype(float_dtype())
+    if (
+        arr.size == 0
+        or arr.dtype == object
+        or not np.issubdtype(arr.dtype, np.number)
+        or np.issubdtype(arr.dtype, np.complexfloating)
+    ):
+        return  # empty, or not numbers: as_float_array says what is wrong
+    with np.errstate(invalid="ignore", over="ignore"):
+        top = float(np.nanmax(np.abs(arr.astype(np.float64, copy=False)), initial=0.0))
+    if not np.isfinite(top):
+        return  # infinity and NaN are reported by the callers, with their own advice
+    n = max(int(arr.shape[0]), 1)
+    limit = float(np.sqrt(np.finfo(dtype).max / n)) / 4
+    if top > limit:
+        bits = dtype.itemsize * 8
+        fix = (
+            "rescale it (e.g. divide by its standard deviation)"
+            if dtype == np.float64
+            else "rescale it (e.g. divide by its standard deviation), or fit in float64: "
+            "wrap the call in `with jax.enable_x64(True):` (or set "
+            "jax.config.update('jax_enable_x64', True) at start-up)"
+        )
+        raise ValueError(
+            f"{name} has entries as large as {top:.3g} in magnitude: in float{bits} (largest "
+            f"number {np.finfo(dtype).max:.3g}) the fit's sums of squares over {n} rows "
+            f"overflow above about {limit:.3g}; {fix}."
+        )
+
+
 MISSING_OPTIONS = (None, "raise", "marginalize")
 
 
@@ -76,7 +115,7 @@ def _prepare_distributed(model, x, missing):
     return x.astype(float_dtype())
 
 
-def prepare_data(model, x, missing: str | None = None):
+def prepare_data(model, x, missing: str | None = None, *, fitting: bool = True):
     """Validate data for ``model``; return it as a device array of the float dtype.
 
     With ``missing="marginalize"`` NaN entries are missing values: returns
@@ -85,12 +124,24 @@ def prepare_data(model, x, missing: str | None = None):
     of ``x_filled`` holds an observed value of its column (the one nearest the
     column's observed mean), so that every entry lies in the model's support.
     Otherwise NaN raises and only ``x`` is returned.
+
+    ``fitting=False`` (scoring fitted parameters) checks the support only: a
+    fit needs at least as many rows as components, scoring one row is fine.
     """
     if missing not in MISSING_OPTIONS:
         raise ValueError(f"missing must be None, 'raise' or 'marginalize', got {missing!r}.")
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         return _prepare_distributed(model, x, missing)
+    if not isinstance(x, (jax.Array, str, bytes)):  # before the cast: 1e40 is inf in float32
+        try:
+            raw = np.asarray(x)
+        except Exception:  # as_float_array says what is wrong
+            raw = np.zeros(0)
+        check_float_range(raw)
     arr = as_float_array(x)
+    if isinstance(x, jax.Array):
+        check_float_range(arr)
+    check = model._check_data if fitting else model._check_support
     if arr.ndim not in (1, 2):
         raise ValueError(
             f"x must have shape (N,) or (N, D), got ndim={arr.ndim} with shape {arr.shape}; "
@@ -99,7 +150,7 @@ def prepare_data(model, x, missing: str | None = None):
     if arr.shape[0] == 0 or (arr.ndim == 2 and arr.shape[1] == 0):
         raise ValueError(f"x is empty (shape {arr.shape}); pass at least one sample.")
     if np.isfinite(arr).all():  # the common case: no mask to build
-        model._check_data(arr)
+        check(arr)
         return place_like(arr, x) if missing != "marginalize" else (place_like(arr, x), None)
     nan = np.isnan(arr)
     n_inf = int(np.isinf(arr).sum())
@@ -116,14 +167,14 @@ def prepare_data(model, x, missing: str | None = None):
                 "values, pass missing='marginalize' to integrate them "
                 "out; otherwise remove or impute them before fitting."
             )
-        model._check_data(arr)
+        check(arr)
         return place_like(arr, x)
     if not nan.any():
-        model._check_data(arr)
+        check(arr)
         return place_like(arr, x), None
     model._check_missing(arr)
     filled = fill_missing(arr, nan)
-    model._check_data(filled)
+    check(filled)
     return place_like(filled, x), place_like(~nan, x)
 
 
@@ -161,14 +212,40 @@ def prepare_sample_weight(sample_weight, n: int, like=None) -> jax.Array:
         return jnp.ones(n, float_dtype())
     if isinstance(sample_weight, jax.Array) and not sample_weight.is_fully_addressable:
         return sample_weight.astype(float_dtype())
-    w = as_float_array(sample_weight, "sample_weight")
+    w = as_float_array(sample_weight, "sample_weight").astype(np.float64)
     if w.shape != (n,):
         raise ValueError(f"sample_weight must have shape ({n},) to match x, got {w.shape}.")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("sample_weight must be finite and >= 0.")
     if not w.sum() > 0:
         raise ValueError("sample_weight must have a positive sum.")
+    check_weight_scale(np.asarray(sample_weight, np.float64))
+    w = w.astype(np.dtype(float_dtype()))
     return jnp.asarray(w) if like is None else place_like(w, like)
+
+
+def check_weight_scale(w: np.ndarray, name: str = "sample_weight") -> None:
+    """Raise if the weights' scale is outside what the float dtype holds reliably.
+
+    Why: in float32, weights below the smallest normal number (1.2e-38) are
+    flushed to zero on CPUs, so the total weight is 0 and every update is
+    NaN; near the top of the range the weighted sums overflow. EM's answer
+    depends on the weights' ratios (and on their scale only through a prior),
+    so the fix is the user's: rescale them. Bounds: ``tiny**0.8`` and
+    ``max**0.8`` (about 4e-31 and 3e30 in float32) leave room for the products
+    and sums the fit forms.
+    """
+    dtype = np.dtype(float_dtype())
+    top = float(np.max(w))
+    lo, hi = float(np.finfo(dtype).tiny) ** 0.8, float(np.finfo(dtype).max) ** 0.8
+    if top < lo or float(np.sum(w)) > hi:
+        bits = dtype.itemsize * 8
+        raise ValueError(
+            f"{name} has largest weight {top:.3g} and total {float(np.sum(w)):.3g}, outside "
+            f"what float{bits} holds reliably ({lo:.1g} to {hi:.1g}); only the weights' "
+            f"ratios matter to the fit (and their scale to a prior), so rescale them, e.g. "
+            f"{name} / {name}.max()."
+        )
 
 
 def prepare_labels(labels, n: int, n_states: int) -> jax.Array:
@@ -189,6 +266,16 @@ def prepare_labels(labels, n: int, n_states: int) -> jax.Array:
             f"unknown; found e.g. {bad.tolist()}."
         )
     return jnp.asarray(arr.astype(np.int32))
+
+
+def restart_keys(key, restarts: int) -> jax.Array:
+    """``restarts`` keys, the i-th ``fold_in(key, i)``.
+
+    Why not ``split``: the first ``R`` keys are the same for any number of
+    restarts, so ``restarts=10`` runs ``restarts=1``'s start among others and
+    its best is never worse.
+    """
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts, dtype=jnp.uint32))
 
 
 def check_int(name: str, value, minimum: int) -> int:
@@ -212,6 +299,11 @@ def as_key(key):
     if isinstance(key, bool):
         raise TypeError("key must be a jax.random.key(...) or an int seed, got a bool.")
     if isinstance(key, numbers.Integral):
+        if not -(2**63) <= int(key) < 2**63:  # what jax.random.key takes (an int64)
+            raise ValueError(
+                f"key: an int seed must lie in [-2**63, 2**63), got {key}; pass a smaller "
+                "seed or a jax.random.key(...)."
+            )
         return jax.random.key(int(key))
     try:
         arr = jnp.asarray(key)

@@ -59,9 +59,9 @@ def weighted_sum(sample_weight, row_values):
 def _prepared(model, params, x, missing):
     """Validated ``(params, log_joint (N, K))`` for the public evaluation functions."""
     if missing == "marginalize":
-        x, observed = _validation.prepare_data(model, x, missing)
+        x, observed = _validation.prepare_data(model, x, missing, fitting=False)
     else:
-        x, observed = _validation.prepare_data(model, x, missing), None
+        x, observed = _validation.prepare_data(model, x, missing, fitting=False), None
     params = model._check_params(params, x)
     if observed is None:
         return model.log_joint(params, x)

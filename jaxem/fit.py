@@ -305,6 +305,32 @@ def _stack_starts(model: Model, init, x, restarts: int):
     return jax.tree.map(lambda *a: jnp.stack(a), *checked)
 
 
+def _decrease_message(model: Model, params, dtype, n_iter: int) -> str:
+    """Why an M-step lowered the objective: float32 conditioning when the numbers say so.
+
+    A covariance with condition number ``c`` loses about ``log10(c)`` of
+    float32's 7 digits in its Cholesky factor; beyond ``c·eps ≈ 1e-3`` (c of
+    about 1e4) the exact update's objective is no longer resolved, which is
+    what duplicate or collinear columns with a small ``reg_covar`` produce.
+    """
+    eps = float(np.finfo(dtype).eps)
+    cond = model._condition_number(params)
+    tail = "The last parameters before the drop are returned (converged=False)."
+    if cond is not None and np.dtype(dtype) == np.float32 and cond * eps > 1e-3:
+        return (
+            f"float32 cannot resolve this problem: a fitted covariance has condition number "
+            f"{cond:.2g} (float32 keeps about 7 digits), as duplicate or collinear columns "
+            "give; so an M-step lowered the objective after iteration "
+            f"{n_iter}. Drop redundant columns, raise reg_covar, or fit in float64 (wrap "
+            f"the call in `with jax.enable_x64(True):`). {tail}"
+        )
+    return (
+        f"an M-step lowered the objective after iteration {n_iter}, which EM never does: the "
+        "M-step is wrong (check a custom m_step or closed form with em.check_m_step), or "
+        "float32 cannot resolve this problem (try jax.enable_x64). " + tail
+    )
+
+
 def _history_length(max_iter: int) -> int:
     # A power of two, so that changing max_iter rarely recompiles.
     return max(16, 1 << int(max_iter).bit_length())
@@ -419,7 +445,7 @@ def fit(
                 "this model has no init(key, x) to draw random starts: pass init= or build "
                 "the model with em.Model(..., init=...)."
             )
-        starts = jax.random.split(_validation.as_key(key), restarts)
+        starts = _validation.restart_keys(_validation.as_key(key), restarts)
         from_keys = True
     n_states = _n_states(model, x, starts, from_keys)
     if labels is not None:
@@ -474,11 +500,7 @@ def fit(
         )
     elif np.asarray(final.decreased)[best]:
         warnings.warn(
-            f"an M-step lowered the objective after iteration {n_iters[best]}, which EM never "
-            "does: the M-step is wrong (check a custom m_step or closed form with "
-            "em.check_m_step), or float32 cannot resolve this problem (try "
-            "jax_enable_x64). The last parameters before the drop are returned "
-            "(converged=False).",
+            _decrease_message(model, params, x.dtype, int(n_iters[best])),
             RuntimeWarning,
             stacklevel=2,
         )

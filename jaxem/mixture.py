@@ -491,6 +491,16 @@ class Mixture(Model):
     def _can_draw(self) -> bool:
         return True
 
+    def _condition_number(self, params) -> float | None:
+        conds = [
+            family.condition_number(block)
+            for (family, _), block in zip(
+                self._blocks, self._to_blocks(params.components), strict=True
+            )
+        ]
+        conds = [c for c in conds if c is not None]
+        return max(conds) if conds else None
+
     def _check_missing(self, x: np.ndarray) -> None:
         for family, _ in self._blocks:
             if not family.supports_missing(x.ndim):

@@ -161,7 +161,15 @@ class Model:
 
     # -- host-side validation --------------------------------------------------
     def _check_data(self, x: np.ndarray) -> None:
-        """Raise for data this model cannot take (host array)."""
+        """Raise for data this model cannot fit (host array)."""
+        self._check_support(x)
+
+    def _check_support(self, x: np.ndarray) -> None:
+        """Raise for data this model cannot score, whatever the number of rows (host array)."""
+
+    def _condition_number(self, params) -> float | None:
+        """Worst condition number of the fitted parameters' linear algebra (or ``None``)."""
+        return None
 
     def _check_missing(self, x: np.ndarray) -> None:
         """Raise unless this model can integrate out NaN entries of ``x``."""

@@ -65,6 +65,15 @@ class Family:
     def validate_data(self, x) -> None:
         """Raise ``ValueError`` when ``x`` (a host array) is outside the support."""
 
+    def condition_number(self, components) -> float | None:
+        """The worst condition number of the components' linear algebra, or ``None``.
+
+        Host-side, on fitted parameters (leading K axis): how a stopped fit
+        tells float32 conditioning (e.g. duplicate columns) from a broken
+        update. ``None``: the family solves no linear systems.
+        """
+        return None
+
     def log_prob_components(self, components, x) -> jax.Array:
         """``(N, K)`` log densities under every component (``components`` has the K axis).
 

@@ -340,6 +340,15 @@ class MultivariateNormal(Family):
         """
         return MultivariateNormalParams(0, None if self.covariance_type == "tied" else 0)
 
+    def condition_number(self, components) -> float | None:
+        """Largest 2-norm condition number of the full or tied covariances (else ``None``)."""
+        if self.covariance_type not in ("full", "tied"):
+            return None  # elementwise variances: no linear system to lose digits in
+        cov = np.asarray(components.cov, np.float64)
+        with np.errstate(all="ignore"):
+            cond = np.linalg.cond(cov.reshape((-1,) + cov.shape[-2:]))
+        return float(np.max(np.where(np.isfinite(cond), cond, np.inf)))
+
     # -- data and starts -----------------------------------------------------------
     def validate_data(self, x) -> None:
         if x.ndim != 2:
