@@ -24,7 +24,8 @@ jaxem loops in Python over data, by necessity).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -61,14 +62,128 @@ class StreamResult:
     n_samples: int
 
 
+_FRESH = (
+    "pass a callable that creates a fresh iterable of batches on every call, e.g. "
+    "`lambda: make_batches()` or `lambda: iter(list_of_batches)`, not `lambda: gen` with an "
+    "existing generator `gen = make_batches()`, which is used up after one pass"
+)
+
+
+def _is_batch_list(data) -> bool:
+    """A list or tuple of arrays: batches, not the rows of one array."""
+    return (
+        isinstance(data, (list, tuple))
+        and len(data) > 0
+        and all(hasattr(b, "shape") and np.ndim(b) >= 1 for b in data)
+    )
+
+
 def _batches(data, batch_size) -> Callable[[], Iterable]:
+    """A function returning the batches of one pass, from any accepted ``data``."""
     if callable(data):
+        if batch_size is not None:
+            raise ValueError(
+                "fit_stream: batch_size= slices the rows of an array or memmap; data is a "
+                "callable whose batches already define their size: drop batch_size=."
+            )
         return data
+    if isinstance(data, Iterator):  # generators included: they can be read only once
+        raise ValueError(
+            f"fit_stream: data is a {type(data).__name__}, which can be read only once, but "
+            f"exact EM makes one pass over the data per iteration: {_FRESH}."
+            + (" batch_size= is not needed: the batches define their size." if batch_size else "")
+        )
+    if _is_batch_list(data):
+        how = (
+            f"batch_size= slices the rows of one array or memmap, but data is a "
+            f"{type(data).__name__} of {len(data)} arrays, whose batches already define their "
+            "size: drop batch_size= and pass `lambda: data` to stream them as batches"
+            if batch_size is not None
+            else f"data is a {type(data).__name__} of {len(data)} arrays: pass `lambda: data` to "
+            "stream them as batches"
+        )
+        raise ValueError(
+            f"fit_stream: {how}, or np.concatenate(data) with batch_size= to slice one array."
+        )
+    if np.ndim(data) == 0:
+        raise TypeError(
+            "fit_stream: data must be an (N,)/(N, D) array or memmap (with batch_size=), or a "
+            f"callable returning a fresh iterable of batches; got {type(data).__name__}."
+        )
     if batch_size is None:
         raise ValueError("fit_stream: pass batch_size= with an array or memmap.")
     batch_size = _validation.check_int("batch_size", batch_size, 1)
     n = np.shape(data)[0]
     return lambda: (data[i : i + batch_size] for i in range(0, n, batch_size))
+
+
+class _Passes:
+    """Hands out the batches of one pass per call, checking that passes agree.
+
+    The first batch is read once, to learn shapes and dtype (``first``), and
+    the first pass goes on from it with the same iterator, so no batch is lost
+    and the factory is called once per pass. Each later pass calls the factory
+    again; getting the same iterator back, no batch, or a different number of
+    rows means the factory does not create a fresh iterable each time.
+    """
+
+    def __init__(self, factory: Callable[[], Iterable]):
+        self._factory = factory
+        self._iterator = None
+        self._passes = 0
+        self.n_rows: int | None = None  # rows of the first pass, once it has ended
+        self._started = self._fresh()
+        self.first = next(self._started, None)
+        if self.first is None:
+            raise ValueError("fit_stream: the data yielded no batch.")
+
+    def _fresh(self) -> Iterator:
+        batches = self._factory()
+        if hasattr(batches, "shape"):
+            raise TypeError(
+                "fit_stream: the callable passed as data returned an array; it must return an "
+                "iterable of batches (e.g. `lambda: [x]`), or pass the array itself with "
+                "batch_size=."
+            )
+        if not isinstance(batches, Iterable):
+            raise TypeError(
+                "fit_stream: the callable passed as data must return an iterable of batches, "
+                f"got {type(batches).__name__}."
+            )
+        iterator = iter(batches)
+        if iterator is self._iterator:
+            raise ValueError(
+                "fit_stream: the callable passed as data returned the same iterator again "
+                f"(used up by the previous pass): {_FRESH}."
+            )
+        self._iterator = iterator
+        return iterator
+
+    def __call__(self) -> Iterator:
+        """An iterator over the (raw) batches of the next pass."""
+        if self._started is not None:
+            batches, self._started = itertools.chain([self.first], self._started), None
+        else:
+            batches = self._fresh()
+        self._passes += 1
+        return self._checked(batches, self._passes)
+
+    def _checked(self, batches, k):
+        rows = 0
+        for batch in batches:
+            yield batch
+            rows += np.shape(batch)[0]
+        if rows == 0:
+            raise ValueError(
+                f"fit_stream: pass {k} over the data yielded no batch (the first did): {_FRESH}."
+            )
+        if self.n_rows is None:
+            self.n_rows = rows
+        elif rows != self.n_rows:
+            raise ValueError(
+                f"fit_stream: pass {k} over the data yielded {rows} rows, the first "
+                f"{self.n_rows}: {_FRESH}, with the same batches every time."
+            )
 
 
 def _check_model(model) -> None:
@@ -125,8 +240,18 @@ def fit_stream(
             from sufficient statistics.
         data: an ``(N,)``/``(N, D)`` NumPy array or ``np.memmap`` (with
             ``batch_size``), or a function returning a fresh iterable of batches
-            (arrays with the same trailing shape) each time it is called.
-        batch_size: rows per batch when ``data`` is an array.
+            (arrays with the same trailing shape, none longer than the first)
+            each time it is called, e.g. ``lambda: make_batches()`` or
+            ``lambda: iter(list_of_arrays)``. It is called once per pass and
+            every pass must yield the same rows; returning the same, used-up
+            generator again raises ``ValueError``. A generator or iterator
+            itself is refused, since it can be read only once and exact EM
+            makes one pass per iteration (``method="online"`` with
+            ``epochs=1`` makes a single pass and calls the function once, so
+            there ``lambda: gen`` streams a one-shot source). A list of arrays
+            is refused too: pass ``lambda: arrays`` to use them as batches.
+        batch_size: rows per batch when ``data`` is an array or memmap; an error
+            with a function (its batches already define their size).
         init: the start (``em.MixtureParams``); or ``key`` to draw one from the
             first batch with the model's ``init``.
         method: ``"exact"`` (one pass per EM iteration) or ``"online"``
@@ -149,12 +274,8 @@ def fit_stream(
     tol = _validation.check_tol(tol)
     if not 0.5 < float(decay) <= 1.0:
         raise ValueError(f"decay must lie in (0.5, 1] (Cappé & Moulines), got {decay}.")
-    batches = _batches(data, batch_size)
-
-    first = next(iter(batches()), None)
-    if first is None:
-        raise ValueError("fit_stream: the data yielded no batch.")
-    first = _validation.prepare_data(model, first)
+    batches = _Passes(_batches(data, batch_size))
+    first = _validation.prepare_data(model, batches.first)
     size = first.shape[0]
     if init is not None:
         params = model._check_params(init, first)
@@ -166,7 +287,7 @@ def fit_stream(
     estep = _compiled_estep(model)
 
     def padded(batch):
-        x = _validation.prepare_data(model, batch)
+        x = _validation.prepare_data(model, batch, fitting=False)  # a last batch may be short
         if x.shape[1:] != first.shape[1:]:
             raise ValueError(
                 f"batches must all have trailing shape {first.shape[1:]}, got {x.shape[1:]}."
