@@ -3,19 +3,24 @@
 ``jaxem fit`` reads a CSV (header detected) or ``.npy`` file, fits a mixture of
 one family by EM with parallel restarts, prints one row per component, and
 writes the estimates as JSON (``--out``) and a plot (``--plot``, needs
-matplotlib). Bad input ends with one line on stderr and a non-zero exit:
-2 for bad arguments, 1 for data that cannot be fitted.
+matplotlib). The JSON is strict: a number that is not finite (NaN, ±inf) is
+written as ``null``. ``--float64`` fits in double precision: data whose sums of
+squares overflow float32 (values of order 1e17 and up; jaxem refuses them in
+float32) fit that way. Bad input ends with one line on stderr and a non-zero
+exit: 2 for bad arguments, 1 for data that cannot be fitted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import io
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -38,6 +43,8 @@ COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 # Cells that mean "no value" in a CSV; they become NaN.
 MISSING_CELLS = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})
 MAX_CATEGORIES = 1000
+# jax.random.key keeps the low 32 bits of a seed (without x64): 2**32 would repeat seed 0.
+SEED_LIMIT = 2**32
 DEMO_PLOT = "jaxem-demo.png"
 
 
@@ -65,7 +72,23 @@ def _table(headers, rows) -> str:
 
 
 def _fmt(v) -> str:
-    return f"{float(v):.5g}"
+    return f"{float(v):.5g}"  # "inf", "nan" and 1e+300 format too
+
+
+def _seed(text: str) -> int:
+    """argparse type of ``--seed``: an integer in [0, 2**32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"seed must be in [0, 2**32), got {text}")
+    return value
+
+
+def _one_line(message: str) -> str:
+    """``message`` on one line (a library error may carry an array's multi-line repr)."""
+    return re.sub(r"\s*\n\s*", " ", message.strip())
 
 
 # -- reading data ------------------------------------------------------------------------
@@ -183,9 +206,11 @@ def _read_npy(path: str, columns: str | None):
         raise CLIError(f"{path}: the array holds {arr.dtype} values; jaxem needs numbers.")
     if arr.ndim not in (1, 2):
         raise CLIError(f"{path}: the array has shape {arr.shape}; jaxem needs (N,) or (N, D).")
-    arr = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    if arr.shape[0] == 0:
+        raise CLIError(f"{path}: the array has no rows (shape {arr.shape}).")
     if arr.size == 0:
-        raise CLIError(f"{path}: the array is empty (shape {arr.shape}).")
+        raise CLIError(f"{path}: the array has no columns (shape {arr.shape}).")
+    arr = arr.reshape(arr.shape[0], -1).astype(np.float64)
     names = [f"col{j}" for j in range(arr.shape[1])]
     picked = _select(columns, names, has_header=False)
     return arr[:, picked], [names[j] for j in picked]
@@ -237,6 +262,7 @@ def _model(family: str, k: int, covariance_type: str, n_categories: int, n_trial
     return em.Mixture(make(), n_components=k)
 
 
+@np.errstate(all="ignore")  # NaN/inf estimates sort and print (as nan/inf) without warnings
 def _sort_key(family: str, comps) -> np.ndarray:
     """Each component's location (of the first column): components are listed by it."""
     a = lambda name: np.asarray(getattr(comps, name), dtype=np.float64)
@@ -271,6 +297,7 @@ def _sorted(model, family: str, params):
     return MixtureParams(np.asarray(params.weights)[order], type(comps)(**fields))
 
 
+@np.errstate(all="ignore")
 def _parameter_rows(model, family: str, params, names: list[str]):
     """``(headers, rows, notes)``: one row per component of the (sorted) parameters."""
     comps = params.components
@@ -325,6 +352,12 @@ def _parameter_rows(model, family: str, params, names: list[str]):
     return headers, rows, notes
 
 
+def _json_number(value) -> float | None:
+    """A float, or None (null) when it is not finite: the JSON stays strict."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def _jsonable(value):
     """Lists of floats, with non-finite values as null (strict JSON)."""
     arr = np.asarray(value, dtype=np.float64)
@@ -362,7 +395,6 @@ def _check_fit_args(args) -> None:
         ("--restarts", args.restarts, 1),
         ("--max-iter", args.max_iter, 0),
         ("--progress", args.progress, 0),
-        ("--seed", args.seed, 0),
     ):
         if value is not None and value < low:
             raise CLIError(f"{name} must be >= {low}, got {value}.", code=2)
@@ -391,6 +423,30 @@ def _check_fit_args(args) -> None:
 
 def fit_command(args) -> int:
     """``jaxem fit``: read, fit, print the table; write JSON and the plot when asked."""
+    precision = contextlib.nullcontext()
+    if args.float64:
+        import jax
+
+        precision = jax.enable_x64(True)
+    with precision:
+        return _fit(args)
+
+
+def _largest(x: np.ndarray) -> float:
+    """The largest finite ``|x|`` (0 if none)."""
+    return float(np.abs(x[np.isfinite(x)]).max(initial=0.0))
+
+
+def _float32_overflow(x: np.ndarray) -> bool:
+    """Whether the sum of squares of ``x`` exceeds float32 (the M-step's statistics)."""
+    from jaxem._validation import float_dtype
+
+    if np.dtype(float_dtype()) != np.float32:
+        return False
+    return _largest(x) ** 2 * len(x) > float(np.finfo(np.float32).max)
+
+
+def _fit(args) -> int:
     _check_fit_args(args)
     _check_writable("--out", args.out)
     _check_writable("--plot", args.plot)
@@ -425,6 +481,7 @@ def fit_command(args) -> int:
     import jax
 
     import jaxem as em
+    from jaxem._validation import float_dtype
 
     model = _model(family, args.k, args.covariance_type or "full", n_categories, args.n_trials or 0)
     kwargs = {}
@@ -447,18 +504,40 @@ def fit_command(args) -> int:
                 **kwargs,
             )
     except (ValueError, TypeError) as err:
-        raise CLIError(str(err)) from None
+        message = _one_line(str(err))
+        if not args.float64 and re.search(r"float64|x64", message):
+            message += " With jaxem fit: pass --float64."
+        raise CLIError(message) from None
     elapsed = time.perf_counter() - t0
+    dtype = np.dtype(float_dtype()).name  # float64 with --float64 (or JAX_ENABLE_X64=1)
+    if not math.isfinite(res.objective):
+        hint = (
+            f"values up to {_largest(x):.3g} overflow float32: rescale the data or pass --float64"
+            if _float32_overflow(x)
+            else "check the data's scale and the family"
+        )
+        raise CLIError(
+            f"{args.data}: the fit failed: the log-likelihood is not finite at any of the "
+            f"{args.restarts} starts ({hint})."
+        )
     for w in caught:
-        print(f"jaxem fit: warning: {w.message}", file=sys.stderr)
+        print(f"jaxem fit: warning: {_one_line(str(w.message))}", file=sys.stderr)
 
     params = _sorted(model, family, res.params)
     n_params = em.n_parameters(model, params)
-    if n_nan:  # em.bic/aic evaluate complete data; the fit's own log-likelihood is the observed one
+    # em.bic/aic evaluate complete data; with missing values, or estimates outside the
+    # support (NaN), the criteria come from the fit's own (observed) log-likelihood.
+    bic = aic = None
+    if not n_nan:
+        try:
+            with warnings.catch_warnings():  # e.g. 1e300 estimates cast to float32: inf
+                warnings.simplefilter("ignore", RuntimeWarning)
+                bic, aic = float(em.bic(model, params, xx)), float(em.aic(model, params, xx))
+        except ValueError:
+            pass
+    if bic is None:
         ll = float(res.log_likelihood)
         bic, aic = -2 * ll + n_params * math.log(n), -2 * ll + 2 * n_params
-    else:
-        bic, aic = em.bic(model, params, xx), em.aic(model, params, xx)
 
     extra = f"{model.family!r}, K={args.k}"
     print(f"jaxem fit {args.data}: {n} rows, columns {', '.join(names)}; mixture of {extra}")
@@ -495,19 +574,20 @@ def fit_command(args) -> int:
                 "weights": _jsonable(params.weights),
                 **{f: _jsonable(v) for f, v in params.components._asdict().items()},
             },
-            "log_likelihood": float(res.log_likelihood),
-            "objective": float(res.objective),
-            "bic": float(bic),
-            "aic": float(aic),
+            "log_likelihood": _json_number(res.log_likelihood),
+            "objective": _json_number(res.objective),
+            "bic": _json_number(bic),
+            "aic": _json_number(aic),
             "n_parameters": int(n_params),
             "n_iter": int(res.n_iter),
             "converged": bool(res.converged),
             "restarts": args.restarts,
             "seed": args.seed,
+            "dtype": dtype,
             "restart_objectives": _jsonable(res.restart_objectives),
         }
         with open(args.out, "w") as f:
-            json.dump(record, f, indent=2)
+            json.dump(record, f, indent=2, allow_nan=False)
             f.write("\n")
         print(f"   wrote {args.out}")
     if args.plot is not None:
@@ -637,7 +717,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_demo = sub.add_parser("demo", help="fit the bundled examples, print them and plot them")
     p_demo.add_argument("--restarts", type=int, default=64, help="random restarts (default 64)")
-    p_demo.add_argument("--seed", type=int, default=0, help="PRNG seed for the restarts")
+    p_demo.add_argument(
+        "--seed", type=_seed, default=0, help="PRNG seed for the restarts, in [0, 2**32)"
+    )
     p_demo.add_argument(
         "--plot",
         metavar="PATH",
@@ -669,7 +751,9 @@ def _parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--n-trials", type=int, help="for binomial: trials per observation")
     p_fit.add_argument("--columns", help="columns to use: names 'a,b' or 0-based indices '0,2'")
     p_fit.add_argument("--restarts", type=int, default=16, help="random restarts (default 16)")
-    p_fit.add_argument("--seed", type=int, default=0, help="PRNG seed for the restarts")
+    p_fit.add_argument(
+        "--seed", type=_seed, default=0, help="PRNG seed for the restarts, in [0, 2**32)"
+    )
     p_fit.add_argument("--max-iter", type=int, help="EM iterations per restart (default 1000)")
     p_fit.add_argument("--tol", type=float, help="per-sample objective tolerance (default 1e-8)")
     p_fit.add_argument(
@@ -678,7 +762,17 @@ def _parser() -> argparse.ArgumentParser:
         default="raise",
         help="empty/NaN cells: raise (default) or marginalize (integrate them out)",
     )
-    p_fit.add_argument("--out", metavar="JSON", help="write the estimates and criteria as JSON")
+    p_fit.add_argument(
+        "--float64",
+        action="store_true",
+        help="fit in double precision (slower; for data too large for float32, whose sums "
+        "of squares overflow: values of order 1e17 and up)",
+    )
+    p_fit.add_argument(
+        "--out",
+        metavar="JSON",
+        help="write the estimates and criteria as JSON (non-finite numbers as null)",
+    )
     p_fit.add_argument("--plot", metavar="PNG", help="write a plot of the fit (needs matplotlib)")
     p_fit.add_argument(
         "--progress",

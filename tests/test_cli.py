@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -268,6 +269,10 @@ BAD = [
     ("a\n1\n2\n", ["--family", "binomial"], 2, "needs --n-trials"),
     ("a\n1\n2\n", ["--restarts", "0"], 2, "--restarts must be >= 1"),
     ("a\n1\n2\n", ["--bogus"], 2, "unrecognized arguments: --bogus"),
+    ("a\n1\n2\n", ["--seed", "99999999999999999999999"], 2, "argument --seed: seed must be in [0, 2**32), got 99999999999999999999999"),  # noqa: E501
+    ("a\n1\n2\n", ["--seed", str(2**32)], 2, "seed must be in [0, 2**32)"),
+    ("a\n1\n2\n", ["--seed", "-1"], 2, "seed must be in [0, 2**32), got -1"),
+    ("a\n1\n2\n", ["--seed", "1.5"], 2, "argument --seed: invalid int value: '1.5'"),
 ]  # fmt: skip
 
 
@@ -288,6 +293,117 @@ def test_demo_bad_arguments(capsys):
     code, out, err = run(["demo", "--restarts", "0"], capsys)
     assert code == 2 and out == ""
     assert err == "jaxem demo: error: --restarts must be >= 1\n"
+    code, out, err = run(["demo", "--seed", "99999999999999999999999"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("jaxem demo: error: argument --seed: seed must be in [0, 2**32)")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_seed_range_edges_parse():
+    # jax.random.key keeps a seed's low 32 bits (2**32 would repeat seed 0): [0, 2**32) is
+    # accepted as is.
+    for seed in (0, 2**32 - 1):
+        args = cli._parser().parse_args(["fit", "data.csv", "-k", "1", "--seed", str(seed)])
+        assert args.seed == seed
+
+
+@pytest.mark.parametrize("shape", [(0, 2), (0,), (3, 0)])
+def test_empty_npy_is_one_line(tmp_path, capsys, shape):
+    data = tmp_path / "empty.npy"
+    np.save(data, np.zeros(shape))
+    code, out, err = run(["fit", data, "-k", 2], capsys)
+    assert code == 1 and out == ""
+    what = "no columns" if shape[0] else "no rows"
+    assert err == f"jaxem fit: error: {data}: the array has {what} (shape {shape}).\n"
+
+
+def test_huge_values_one_line_in_float32_and_fit_with_float64(faithful_fit, tmp_path, capsys):
+    # Faithful in units of 1e-20: squares of ~1e21 overflow float32's statistics.
+    data = tmp_path / "huge.npy"
+    np.save(data, FAITHFUL * 1e20)
+    code, out, err = run(["fit", data, "-k", 2, "--restarts", 8], capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("jaxem fit: error: ") and err.count("\n") == 1, err
+    assert "float32" in err and "rescale" in err and "pass --float64" in err
+    assert "Traceback" not in err
+
+    # In float64 it fits, and the fit is Faithful's, rescaled.
+    import jax
+
+    x64 = jax.config.jax_enable_x64
+    js = tmp_path / "fit.json"
+    code, out, err = run(["fit", data, "-k", 2, "--restarts", 8, "--float64", "--out", js], capsys)
+    assert code == 0, err
+    assert jax.config.jax_enable_x64 == x64  # the switch is undone after the fit
+    r, ref = json.loads(js.read_text()), faithful_fit
+    assert r["dtype"] == "float64" and ref["dtype"] == "float32"
+    np.testing.assert_allclose(r["params"]["weights"], ref["params"]["weights"], rtol=1e-3)
+    np.testing.assert_allclose(
+        np.array(r["params"]["mean"]) / 1e20, ref["params"]["mean"], rtol=1e-3
+    )
+    np.testing.assert_allclose(np.array(r["params"]["cov"]) / 1e40, ref["params"]["cov"], rtol=5e-3)
+    shift = FAITHFUL.size * np.log(1e20)  # the density scales by 1e-20 per coordinate
+    np.testing.assert_allclose(r["log_likelihood"], ref["log_likelihood"] - shift, atol=0.05)
+    assert re.search(r"^\s*1\s+0\.\d+\s+2\.03\d+e\+20\s", out, re.M), out
+
+
+def fake_fit(mean, var, objective):
+    """An `em.fit` stand-in returning a 2-component normal fit with the given numbers."""
+
+    def fit(model, x, **kwargs):
+        return em.FitResult(
+            params=em.MixtureParams(
+                np.array([0.5, 0.5]), em.NormalParams(np.array(mean), np.array(var))
+            ),
+            objective=objective,
+            log_likelihood=objective,
+            n_iter=3,
+            n_evals=4,
+            converged=False,
+            history=np.array([-20.0, -15.0, -12.0, objective]),
+            restart_objectives=np.array([objective, np.nan]),
+            restart_n_iter=np.array([3, 3]),
+            restart_converged=np.array([False, False]),
+        )
+
+    return fit
+
+
+def test_non_finite_estimates_print_and_write_null(tmp_path, capsys, monkeypatch):
+    # Whatever numbers a fit returns (huge, inf, NaN), the table and the JSON still come out:
+    # the JSON strict, with null for a non-finite number.
+    data = tmp_path / "data.csv"
+    data.write_text("a\n1\n2\n3\n4\n")
+    monkeypatch.setattr(em, "fit", fake_fit([1e300, np.nan], [np.inf, -1.0], -12.0))
+    js = tmp_path / "fit.json"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run(["fit", data, "-k", 2, "--restarts", 2, "--out", js], capsys)
+    assert code == 0, err
+    assert "Traceback" not in err and "Warning" not in err, err
+    assert [str(w.message) for w in caught] == []  # no NumPy/JAX RuntimeWarning either
+    assert "1e+300" in out and "inf" in out and "nan" in out
+
+    def no_constants(name):
+        raise AssertionError(f"not strict JSON: {name}")
+
+    r = json.loads(js.read_text(), parse_constant=no_constants)
+    assert sorted(map(str, r["params"]["mean"])) == ["1e+300", "None"]
+    assert None in r["params"]["var"] and r["restart_objectives"] == [-12.0, None]
+    assert r["objective"] == r["log_likelihood"] == -12.0
+    np.testing.assert_allclose(r["bic"], 24.0 + 5 * np.log(4))  # from the fit's log-likelihood
+
+
+def test_fit_without_a_finite_start_is_one_line(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data.csv"
+    data.write_text("a\n1\n2\n3\n4\n")
+    monkeypatch.setattr(em, "fit", fake_fit([np.nan, np.nan], [np.nan, np.nan], np.nan))
+    code, out, err = run(["fit", data, "-k", 2, "--restarts", 2], capsys)
+    assert code == 1 and out == ""
+    assert err == (
+        f"jaxem fit: error: {data}: the fit failed: the log-likelihood is not finite at any of "
+        "the 2 starts (check the data's scale and the family).\n"
+    )
 
 
 def test_plot_without_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
