@@ -1,10 +1,23 @@
 """scikit-learn–style estimators: ``em.GaussianMixture`` and ``em.MixtureEstimator``.
 
 Both are thin layers over ``em.Mixture`` + ``em.fit``: ``fit`` validates on the
-host, then makes **one** ``em.fit`` call that runs all ``n_init`` restarts
-together under ``vmap``; fitted attributes and method results are NumPy arrays.
+host, then runs the first start alone (as ``n_init=1`` does) and the other
+``n_init - 1`` together under ``vmap``; fitted attributes and method results
+are NumPy arrays.
 
 Design decisions:
+
+* **The data's dtype is the fit's dtype**, as in scikit-learn: float64 ``X``
+  (and integer ``X``) is fitted in float64, with ``jax_enable_x64`` switched on
+  for the duration of the call only (``jax.enable_x64``), and gives float64
+  attributes; float32 ``X`` is fitted in float32 and gives float32 attributes.
+  ``em.fit`` itself keeps its float32 default (the accelerator's native
+  precision); the estimators follow scikit-learn because their users compare
+  against it and expect its iterates.
+* **More restarts are never worse.** XLA's rounding depends on how many
+  restarts share a batch, so the first start runs in a batch of its own,
+  exactly as with ``n_init=1``: ``n_init=10`` then never ends below
+  ``n_init=1`` with the same ``random_state``, to the last bit.
 
 * **scikit-learn is optional.** When it is importable the estimators derive from
   ``sklearn.base.DensityMixin`` and ``BaseEstimator`` (so ``clone``,
@@ -24,11 +37,11 @@ Design decisions:
   row repeated for padding is (at most twice) as likely to seed a component.
 * **GaussianMixture evaluates in float64 NumPy.** ``predict``,
   ``predict_proba``, ``score_samples``, ``score``, ``bic`` and ``aic`` use the
-  fitted float64 attributes with scikit-learn's formulas (through
-  ``precisions_cholesky_``): no compilation, results independent of the batch,
-  and identical to scikit-learn's for the same parameters. The fit itself runs
-  in jaxem's float dtype (float32 unless ``jax_enable_x64``).
-  ``MixtureEstimator`` evaluates its family's ``log_prob`` with JAX.
+  fitted attributes (promoted to float64) with scikit-learn's formulas
+  (through ``precisions_cholesky_``): no compilation, results independent of
+  the batch, and identical to scikit-learn's for the same parameters.
+  ``MixtureEstimator`` evaluates its family's ``log_prob`` with JAX, in the
+  dtype of its fit.
 * **Missing values are opt-in.** With ``missing=None`` (the default) NaN in
   ``X`` raises, as in scikit-learn. With ``missing="marginalize"`` NaN entries
   are missing values, integrated out exactly: ``fit`` runs
@@ -218,8 +231,10 @@ def _check_array(
     allow_nan: bool = False,
     fitting: bool = False,
 ) -> np.ndarray:
-    """``X`` as a float64 NumPy array, with scikit-learn-compatible messages.
+    """``X`` as a float NumPy array, with scikit-learn-compatible messages.
 
+    The dtype follows scikit-learn's ``dtype=[np.float64, np.float32]``:
+    float32 stays float32, anything else becomes float64.
     ``allow_nan``: NaN entries are missing values (``missing="marginalize"``);
     for a fit (``fitting``) every column needs an observed value.
     """
@@ -240,7 +255,7 @@ def _check_array(
         )
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise TypeError(f"{owner}: X must hold numbers, got dtype {arr.dtype}.")
-    arr = arr.astype(np.float64, copy=False)
+    arr = arr.astype(np.float32 if arr.dtype == np.float32 else np.float64, copy=False)
     if arr.ndim == 1 and not allow_1d:
         raise ValueError(
             f"{owner}: Expected 2D array, got 1D array instead (shape {arr.shape}). Reshape "
@@ -605,6 +620,32 @@ class _Start(NamedTuple):
     restarts: int
 
 
+def _split_first(start: _Start):
+    """``(first, rest)``: the first start as ``n_init=1`` runs it, and the others (or None).
+
+    Random starts: the first from ``fold_in(key, 0)``, the others from
+    ``fold_in(key, 1)``. Stacked starts: the first leaf row, and the rest.
+    """
+    r = int(start.restarts)
+    if start.init is None:
+        first = (None, jax.random.fold_in(start.key, 0), 1)
+        rest = (None, jax.random.fold_in(start.key, 1), r - 1)
+    elif r == 1:
+        return (start.init, None, 1), None
+    else:
+        first = (jax.tree.map(lambda a: np.asarray(a)[0], start.init), None, 1)
+        tail = jax.tree.map(lambda a: np.asarray(a)[1:], start.init)
+        if r == 2:
+            tail = jax.tree.map(lambda a: a[0], tail)
+        rest = (tail, None, r - 1)
+    return first, (rest if r > 1 else None)
+
+
+def _better(a: float, b: float) -> bool:
+    """Whether objective ``a`` beats ``b`` (a non-finite one never does)."""
+    return bool(np.isfinite(a) and (not np.isfinite(b) or a > b))
+
+
 class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
     """fit / predict / score plumbing shared by both estimators (not public)."""
 
@@ -678,6 +719,49 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
                 f"{self.n_components}, n_samples = {n}; lower n_components or pass more rows."
             )
         w = _check_sample_weight(owner, sample_weight, n)
+        # The fit runs in X's dtype, as scikit-learn's does: float64 data in
+        # float64 (x64 switched on for this call only), float32 in float32.
+        with jax.enable_x64(x.dtype == np.float64):
+            w = self._rescaled_weights(w)
+            res = self._run_fit(x, w)
+        self._set_params_from(res.params)
+        self._cast_attributes(x.dtype)
+        total = float(w.sum())
+        self.converged_ = bool(res.converged)
+        self.n_iter_ = int(res.n_iter)
+        self.lower_bound_ = float(res.objective) / total
+        self.lower_bounds_ = np.asarray(res.history[1:], np.float64) / total
+        n_features = 1 if x.ndim == 1 else x.shape[1]
+        self.n_features_in_ = n_features
+        self._fit_ndim_ = x.ndim
+        names = getattr(X, "columns", None)
+        if names is not None and all(isinstance(c, str) for c in names):
+            self.feature_names_in_ = np.asarray(list(names), dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        if not self.converged_ and self.max_iter > 0:
+            # scikit-learn's words and class, so code that filters them keeps working.
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                _FitConvergenceWarning,
+                stacklevel=3,
+            )
+        if self.verbose:
+            state = "converged" if self.converged_ else "did not converge"
+            print(
+                f"{owner}: {state} after {self.n_iter_} iterations; lower bound "
+                f"{self.lower_bound_:.5f}.",
+                file=sys.stderr,
+            )
+
+    def _rescaled_weights(self, w: np.ndarray) -> np.ndarray:
+        """The weights handed to ``em.fit`` (subclasses without priors may rescale)."""
+        return w
+
+    def _run_fit(self, x: np.ndarray, w: np.ndarray):
+        """The one ``em.fit`` call (inside the dtype context); returns its ``FitResult``."""
+        owner = type(self).__name__
         nan = bool(np.isnan(x).any())  # only possible with missing="marginalize"
         n_features = 1 if x.ndim == 1 else x.shape[1]
         entry = self._entry(n_features)
@@ -705,47 +789,44 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
             x_draw = _validation.prepare_data(entry.model, xp, "marginalize")[0] if nan else xp
             start = self._explicit_start(entry, x, key, x_draw) or _Start(None, key, self.n_init)
         progress = int(self.verbose_interval) if self.verbose else 0
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            res = fit(
-                entry.model,
-                xp,
-                init=start.init,
-                key=start.key,
-                restarts=start.restarts,
-                max_iter=int(self.max_iter),
-                tol=float(self.tol),
-                sample_weight=wp,
-                missing="marginalize" if nan else None,
-                progress=progress,
-            )
+
+        def run(init, key, restarts):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                res = fit(
+                    entry.model,
+                    xp,
+                    init=init,
+                    key=key,
+                    restarts=restarts,
+                    max_iter=int(self.max_iter),
+                    tol=float(self.tol),
+                    sample_weight=wp,
+                    missing="marginalize" if nan else None,
+                    progress=progress,
+                )
+            return res, caught
+
+        # The first start runs alone, exactly as it runs for n_init=1, and the
+        # others together: XLA's rounding depends on the batch of restarts, so
+        # only this makes "more restarts are never worse" hold to the last bit
+        # (scikit-learn's sequential restarts have that property).
+        first, rest = _split_first(start)
+        res, caught = run(*first)
+        if rest is not None:
+            other, other_caught = run(*rest)
+            if _better(other.objective, res.objective):
+                res, caught = other, other_caught
         if not np.isfinite(res.objective):
             self._non_finite()
         for item in caught:
-            category = item.category
-            if issubclass(category, ConvergenceWarning):
-                category = _FitConvergenceWarning
-            warnings.warn(f"{owner}: {item.message}", category, stacklevel=3)
-        self._set_params_from(res.params)
-        total = float(w.sum())
-        self.converged_ = bool(res.converged)
-        self.n_iter_ = int(res.n_iter)
-        self.lower_bound_ = float(res.objective) / total
-        self.lower_bounds_ = np.asarray(res.history[1:], np.float64) / total
-        self.n_features_in_ = n_features
-        self._fit_ndim_ = x.ndim
-        names = getattr(X, "columns", None)
-        if names is not None and all(isinstance(c, str) for c in names):
-            self.feature_names_in_ = np.asarray(list(names), dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        if self.verbose:
-            state = "converged" if self.converged_ else "did not converge"
-            print(
-                f"{owner}: {state} after {self.n_iter_} iterations; lower bound "
-                f"{self.lower_bound_:.5f}.",
-                file=sys.stderr,
-            )
+            if issubclass(item.category, ConvergenceWarning):
+                continue  # said once, in scikit-learn's words, by _fit
+            warnings.warn(f"{owner}: {item.message}", item.category, stacklevel=4)
+        return res
+
+    def _cast_attributes(self, dtype) -> None:
+        """Fitted arrays in the data's dtype (float32 data, float32 attributes)."""
 
     def _non_finite(self) -> None:
         raise ValueError(
@@ -856,7 +937,7 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
         header, arrays = {}, {}
         for name, value in self.get_params(deep=False).items():
             if name in array_params and value is not None:
-                arrays[f"param.{name}"] = np.asarray(value, np.float64)
+                arrays[f"param.{name}"] = _io._float_array(value)
                 header[name] = {"array": True}
             elif name == "random_state" and isinstance(value, np.random.RandomState):
                 raise TypeError(
@@ -882,25 +963,58 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
         arrays = {f"attr.{a}": getattr(self, a) for a in attrs + ("lower_bounds_",)}
         return state, arrays
 
-    def _restore_state(self, state, arrays) -> None:
+    def _restore_state(self, state, values: dict | None, attrs: tuple[str, ...]) -> None:
+        """Set the fitted state checked by ``em.load``: ``state`` (from ``_io._check_state``)
+        and the declared ``attrs`` only, from ``values`` (name -> checked array)."""
         if state is None:
             return
         for name in ("converged_", "n_iter_", "lower_bound_", "n_features_in_", "_fit_ndim_"):
             setattr(self, name, state[name])
+        self.lower_bound_ = float(self.lower_bound_)
         if "feature_names_in_" in state:
             self.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
-        for key, value in arrays.items():
-            if key.startswith("attr."):
-                setattr(self, key[5:], value)
+        for name in attrs:
+            setattr(self, name, values[name])
 
 
-def _params_from_header(header: dict, arrays: dict) -> dict:
+def _params_from_header(
+    cls, header: dict, arrays: dict, array_params: tuple[str, ...] = (), rebuilt=()
+) -> dict:
+    """The constructor arguments saved in ``header["params"]``, checked.
+
+    Only ``cls``'s own arguments, as JSON scalars (``fit`` checks their values);
+    ``array_params`` may be ``{"array": true}``: the (checked) array
+    ``param.<name>``; ``rebuilt`` ones, restored from other header entries, may
+    only be null here. Arguments with defaults may be absent.
+    """
+    names = set(cls._get_param_names())
     params = {}
     for name, value in header["params"].items():
-        if isinstance(value, dict) and value == {"array": True}:
-            params[name] = arrays[f"param.{name}"]
-        else:
-            params[name] = value
+        if name not in names:
+            raise ValueError(f"header.params.{name}: {cls.__name__} has no argument {name!r}.")
+        if name in rebuilt:
+            if value is not None:
+                raise ValueError(
+                    f"header.params.{name} is {_io._json_type(value)}, expected null (it is "
+                    "saved in its own header entry)."
+                )
+        elif name in array_params and isinstance(value, dict) and value == {"array": True}:
+            value = _io._saved_array(arrays, f"param.{name}")
+        elif not (value is None or isinstance(value, (bool, int, float, str))):
+            raise ValueError(
+                f"header.params.{name} is {_io._json_type(value)}, expected a number, a string, "
+                "a boolean or null."
+            )
+        params[name] = value
+    signature = inspect.signature(cls.__init__).parameters.values()
+    missing = [
+        p.name
+        for p in signature
+        if p.name != "self" and p.name not in rebuilt and p.name not in params
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if missing:
+        raise ValueError(f"header.params lacks the arguments {missing}.")
     return params
 
 
@@ -927,7 +1041,8 @@ class GaussianMixture(_MixtureEstimatorBase):
             M-step earlier than scikit-learn's (``n_iter_`` one lower).
         reg_covar: added to the covariance diagonal after each M-step.
         max_iter: maximum EM iterations (M-steps) per restart.
-        n_init: number of restarts, run in parallel; the best by likelihood is kept.
+        n_init: number of restarts (the first alone, the others in parallel); the
+            best by likelihood is kept.
         init_params: how random starts are drawn, inside the compiled program:
             ``"kmeans"`` (k-means++ then Lloyd iterations, then one M-step from
             the clusters), ``"k-means++"`` (``em.MultivariateNormal.init``:
@@ -1058,41 +1173,48 @@ class GaussianMixture(_MixtureEstimatorBase):
 
     # -- user-given starts
     def _given_starts(self, d: int):
-        """Validated ``(weights, means, covariances)``, each ``None`` when not given."""
+        """Validated ``(weights, means, covariances)``, each ``None`` when not given.
+
+        The checks and messages are scikit-learn's (``_check_weights``,
+        ``_check_means``, ``_check_precisions``), so code written against it
+        keeps working.
+        """
         k, kind = int(self.n_components), self.covariance_type
         weights = means = cov = None
         if self.weights_init is not None:
-            weights = _check_array_param("weights_init", self.weights_init, (k,))
+            weights = _check_array_param("weights", self.weights_init, (k,))
             if np.any(weights < 0) or np.any(weights > 1):
+                # scikit-learn prints the minimum as "max value" and the maximum
+                # as "min value"; kept to the letter for code that matches it.
                 raise ValueError(
-                    "GaussianMixture: weights_init must lie in [0, 1], got min "
-                    f"{weights.min():.5g}, max {weights.max():.5g}."
+                    "The parameter 'weights' should be in the range [0, 1], but got max "
+                    f"value {weights.min():.5f}, min value {weights.max():.5f}"
                 )
-            if abs(weights.sum() - 1) > 1e-6:
+            atol = 1e-6 if weights.dtype == np.float32 else 1e-8
+            if not abs(1.0 - float(np.sum(weights))) <= atol:
                 raise ValueError(
-                    f"GaussianMixture: weights_init must sum to 1, got {weights.sum():.8g}; "
-                    "normalise it (w / w.sum())."
+                    "The parameter 'weights' should be normalized, but got sum(weights) = "
+                    f"{float(np.sum(weights)):.5f}"
                 )
         if self.means_init is not None:
-            means = _check_array_param("means_init", self.means_init, (k, d))
+            means = _check_array_param("means", self.means_init, (k, d))
         if self.precisions_init is not None:
             shapes = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}
-            prec = _check_array_param("precisions_init", self.precisions_init, shapes[kind])
+            name = f"{kind} precision"
+            prec = _check_array_param(name, self.precisions_init, shapes[kind])
             if kind in ("full", "tied"):
-                mats = prec.reshape((-1, d, d))
-                symmetric = np.allclose(mats, np.swapaxes(mats, 1, 2), rtol=1e-5, atol=1e-8)
-                if not symmetric or np.any(np.linalg.eigvalsh(mats) <= 0):
-                    raise ValueError(
-                        f"GaussianMixture: precisions_init for covariance_type={kind!r} must "
-                        "be symmetric, positive-definite matrices (inverse covariances)."
-                    )
+                for mat in prec.reshape((-1, d, d)):
+                    symmetric = np.allclose(mat, mat.T, rtol=1e-5, atol=1e-8)
+                    if not symmetric or np.any(np.linalg.eigvalsh(mat) <= 0):
+                        raise ValueError(f"'{name}' should be symmetric, positive-definite")
             elif np.any(prec <= 0):
-                raise ValueError(
-                    f"GaussianMixture: precisions_init for covariance_type={kind!r} must be "
-                    "positive (inverse variances)."
-                )
-            cov = _covariances_from_precisions(prec, kind)
-        return weights, means, cov
+                raise ValueError(f"'{name}' should be positive")
+            cov = _covariances_from_precisions(prec.astype(np.float64), kind)
+        return (
+            None if weights is None else weights.astype(np.float64),
+            None if means is None else means.astype(np.float64),
+            cov,
+        )
 
     def _explicit_start(self, entry: _Entry, x, key, xp) -> _Start | None:
         weights, means, cov = self._given_starts(x.shape[1])
@@ -1103,7 +1225,7 @@ class GaussianMixture(_MixtureEstimatorBase):
         # Partial starts: draw every restart from the scheme, then put the given parts in.
         r = int(self.n_init)
         dtype = _validation.float_dtype()
-        drawn = entry.draw(jax.random.split(key, r), jnp.asarray(xp, dtype))
+        drawn = entry.draw(_validation.restart_keys(key, r), jnp.asarray(xp, dtype))
         drawn = jax.tree.map(lambda a: np.asarray(a, np.float64), drawn)
         w = drawn.weights if weights is None else np.broadcast_to(weights, (r,) + weights.shape)
         m = drawn.components.mean if means is None else np.broadcast_to(means, (r,) + means.shape)
@@ -1138,7 +1260,21 @@ class GaussianMixture(_MixtureEstimatorBase):
     def _non_finite(self) -> None:
         raise ValueError(f"GaussianMixture: {_ILL_DEFINED}")
 
+    def _rescaled_weights(self, w: np.ndarray) -> np.ndarray:
+        # Maximum likelihood depends on the weights' ratios only: weights too
+        # small (or large) for float32 are rescaled instead of rejected.
+        try:
+            _validation.check_weight_scale(w)
+        except ValueError:
+            return w / w.max()
+        return w
+
+    def _cast_attributes(self, dtype) -> None:
+        for name in self._ATTRS:
+            setattr(self, name, getattr(self, name).astype(dtype))
+
     def _weighted_log_prob(self, x) -> np.ndarray:
+        x = x.astype(np.float64, copy=False)  # float64 scoring, for float32 fits too
         lp = _gaussian_log_prob_missing(
             x, self.means_, self.covariances_, self.precisions_cholesky_, self.covariance_type
         )
@@ -1180,23 +1316,48 @@ class GaussianMixture(_MixtureEstimatorBase):
 
     @classmethod
     def _from_saved(cls, header, arrays):
-        est = cls(**_params_from_header(header, arrays))
-        est._restore_state(header["state"], arrays)
+        """Rebuild from a file's header and arrays, checking everything before setting it."""
+        params = _params_from_header(cls, header, arrays, cls._ARRAY_PARAMS)
+        est = cls(**params)
+        est._check_hyperparameters()
+        state = _io._check_state(header["state"], ndims=(2,))
+        attrs = cls._ATTRS + ("lower_bounds_",)
+        expected = {
+            f"param.{n}" for n in cls._ARRAY_PARAMS if isinstance(params.get(n), np.ndarray)
+        }
+        if state is not None:
+            expected |= {f"attr.{a}" for a in attrs}
+        _io._check_array_keys(arrays, expected, cls.__name__, attrs)
+        _io._check_gaussian_starts(est, None if state is None else state["n_features_in_"])
+        values = None
+        if state is not None:
+            values = {a: _io._saved_array(arrays, f"attr.{a}") for a in attrs}
+            _io._check_gaussian_fitted(est.covariance_type, int(est.n_components), state, values)
+        est._restore_state(state, values, attrs)
         return est
 
 
 def _check_array_param(name: str, value, shape: tuple) -> np.ndarray:
+    """A user-given start as a float array (float32 kept), in scikit-learn's words."""
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        arr = np.asarray(value)
+        if arr.dtype != np.float32:
+            arr = arr.astype(np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"GaussianMixture: {name} must be an array of numbers: {err}") from None
+        raise ValueError(
+            f"GaussianMixture: the parameter '{name}' must be an array of numbers: {err}"
+        ) from None
     if arr.shape != shape:
         raise ValueError(
-            f"GaussianMixture: {name} must have shape {shape} for n_components and the "
-            f"number of features of X, got shape {arr.shape}."
+            f"The parameter '{name}' should have the shape of {shape}, but got {arr.shape}"
         )
+    if np.isnan(arr).any():
+        raise ValueError(f"Input contains NaN (the parameter '{name}').")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"GaussianMixture: {name} must be finite.")
+        raise ValueError(
+            f"Input contains infinity or a value too large for {arr.dtype!r} (the parameter "
+            f"'{name}')."
+        )
     return arr
 
 
@@ -1244,7 +1405,7 @@ class MixtureEstimator(_MixtureEstimatorBase):
         n_components: K.
         weights_prior: prior on the mixing weights (``priors.Dirichlet`` or a
             function), or ``None`` for maximum likelihood.
-        n_init: restarts, run in parallel.
+        n_init: restarts (the first alone, the others in parallel); the best is kept.
         max_iter: maximum EM iterations per restart.
         tol: stop when the objective improves by no more than ``tol`` per sample.
         random_state: ``None``, an int or a ``numpy.random.RandomState``.
@@ -1379,11 +1540,23 @@ class MixtureEstimator(_MixtureEstimatorBase):
         self.weights_ = weights / weights.sum()
         self.params_ = jax.tree.map(lambda a: np.asarray(a, np.float64), params.components)
 
+    def _cast_attributes(self, dtype) -> None:
+        self.weights_ = self.weights_.astype(dtype)
+        self.params_ = jax.tree.map(lambda a: a.astype(dtype), self.params_)
+
+    def _x64(self):
+        """The dtype context of the fit: float64 attributes are evaluated in float64."""
+        return jax.enable_x64(np.asarray(self.weights_).dtype == np.float64)
+
     def _device_params(self) -> MixtureParams:
         dtype = _validation.float_dtype()
         return jax.tree.map(lambda a: jnp.asarray(a, dtype), self._current_params())
 
     def _weighted_log_prob(self, x) -> np.ndarray:
+        with self._x64():
+            return self._weighted_log_prob_here(x)
+
+    def _weighted_log_prob_here(self, x) -> np.ndarray:
         entry = self._entry(self.n_features_in_)
         params = self._device_params()
         nan = np.isnan(x)
@@ -1409,8 +1582,10 @@ class MixtureEstimator(_MixtureEstimatorBase):
         self._check_fitted()
         n_samples = _check_n_samples(n_samples)
         entry = self._entry(self.n_features_in_)
-        x, labels = entry.sample(_jax_key(self.random_state), self._device_params(), n_samples)
-        return np.asarray(x, np.float64), np.asarray(labels, np.int64)
+        with self._x64():
+            key = _jax_key(self.random_state)
+            x, labels = entry.sample(key, self._device_params(), n_samples)
+            return np.asarray(x, self.weights_.dtype), np.asarray(labels, np.int64)
 
     # -- saving
     def _to_saved(self):
@@ -1450,17 +1625,55 @@ class MixtureEstimator(_MixtureEstimatorBase):
 
     @classmethod
     def _from_saved(cls, header, arrays):
+        """Rebuild from a file's header and arrays, checking everything before setting it."""
         family = _io.build_family(header["family"])
-        params = _params_from_header(header, arrays)
-        params.update(family=family, weights_prior=_io.build_prior(header["weights_prior"]))
+        weights_prior = _io.build_prior(header["weights_prior"])
+        params = _params_from_header(
+            cls, header, arrays, rebuilt=("family", "weights_prior", "init")
+        )
+        params.update(family=family, weights_prior=weights_prior)
         kind = _params_type(family)
+        fields = list(kind._fields)
+        for entry in ("init_fields", "params_fields"):
+            if header[entry] is not None and header[entry] != fields:
+                raise ValueError(
+                    f"header.{entry} is {header[entry]!r}; {type(family).__name__} has the "
+                    f"parameters {fields}."
+                )
+        state = _io._check_state(header["state"], ndims=(1, 2))
+        if (header["params_fields"] is None) != (state is None):
+            raise ValueError(
+                "header.params_fields must be given exactly when header.state is (a fitted "
+                "estimator)."
+            )
+        attrs = ("weights_", "lower_bounds_")
+        expected = set()
         if header["init_fields"] is not None:
-            comps = _rebuild(kind, header["init_fields"], arrays, "init.components.")
-            params["init"] = MixtureParams(arrays["init.weights"], comps)
+            expected |= {"init.weights"} | {f"init.components.{f}" for f in fields}
+        if state is not None:
+            expected |= {f"attr.{a}" for a in attrs} | {f"params_.{f}" for f in fields}
+        _io._check_array_keys(arrays, expected, cls.__name__, attrs + ("params_",))
+        if header["init_fields"] is not None:
+            comps = _rebuild(kind, fields, arrays, "init.components.")
+            params["init"] = MixtureParams(_io._saved_array(arrays, "init.weights"), comps)
         est = cls(**params)
-        est._restore_state(header["state"], arrays)
-        if header["state"] is not None:
-            est.params_ = _rebuild(kind, header["params_fields"], arrays, "params_.")
+        est._check_hyperparameters()
+        k = int(est.n_components)
+        if est.init is not None:
+            weights, comps = est.init
+            _io._check_mixture_params(family, k, "init.weights", weights, "init.components.", comps)
+        values = fitted = None
+        if state is not None:
+            values = {a: _io._saved_array(arrays, f"attr.{a}") for a in attrs}
+            fitted = _rebuild(kind, fields, arrays, "params_.")
+            layout = (state["_fit_ndim_"], state["n_features_in_"])
+            _io._check_mixture_params(
+                family, k, "attr.weights_", values["weights_"], "params_.", fitted, layout
+            )
+            _io._check_shape("attr.lower_bounds_", values["lower_bounds_"], (state["n_iter_"],))
+        est._restore_state(state, values, attrs)
+        if fitted is not None:
+            est.params_ = fitted
         return est
 
 
@@ -1475,7 +1688,7 @@ def _fields_of(components):
             f"cannot save parameters of type {type(components).__name__}: expected the "
             "family's NamedTuple or a dict of arrays."
         )
-    return [k for k, _ in items], {k: np.asarray(v, np.float64) for k, v in items}
+    return [k for k, _ in items], {k: _io._float_array(v) for k, v in items}
 
 
 def _params_type(family: Family):
@@ -1489,5 +1702,5 @@ def _params_type(family: Family):
 
 
 def _rebuild(kind, fields: list[str], arrays: dict, prefix: str):
-    values = {f: arrays[f"{prefix}{f}"] for f in fields}
-    return kind(**values)
+    """``kind`` (the family's NamedTuple) from the arrays ``<prefix><field>``, each checked."""
+    return kind(**{f: _io._saved_array(arrays, f"{prefix}{f}") for f in fields})

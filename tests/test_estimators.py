@@ -2,8 +2,10 @@
 
 Compiling an EM program takes seconds, so the tests share a few shapes: every
 Gaussian fit uses (240, 2) data and 3 components (2 for the grid search), and
-``max_iter`` stays in 64..127 (one history length). jaxem fits in float32,
-scikit-learn in float64: parameters are compared to 1e-5 relative.
+``max_iter`` stays in 64..127 (one history length). Like scikit-learn's, the
+estimators follow the data's dtype: float64 data are fitted in float64 and
+compared with scikit-learn's iterates to 1e-9; float32 data in float32, with
+tolerances from float32's error (eps = 1.2e-7), never from one CPU's rounding.
 """
 
 import pickle
@@ -68,18 +70,44 @@ def assert_params_close(gm, sk, rtol):
 def test_converged_fit_matches_sklearn_from_the_same_start(kind):
     start = dict(weights_init=W0, means_init=M0, precisions_init=P0[kind])
     gm = em.GaussianMixture(3, covariance_type=kind, tol=1e-6, max_iter=100, **start).fit(X_SEP)
-    sk = sk_fit(X_SEP, n_components=3, covariance_type=kind, tol=1e-6, max_iter=100, **start)
-    assert gm.converged_ and sk.converged_
-    assert_params_close(gm, sk, rtol=1e-5)
-    np.testing.assert_allclose(gm.score(X_SEP), sk.score(X_SEP), rtol=1e-7)
-    np.testing.assert_allclose(gm.score_samples(X_SEP), sk.score_samples(X_SEP), rtol=1e-6)
-    np.testing.assert_allclose(gm.bic(X_SEP), sk.bic(X_SEP), rtol=1e-7)
-    np.testing.assert_allclose(gm.aic(X_SEP), sk.aic(X_SEP), rtol=1e-7)
+    assert gm.converged_ and not jax.config.jax_enable_x64  # x64 was on for the fit only
+    assert gm.means_.dtype == np.float64 and gm.covariances_.dtype == np.float64
+    # The same number of M-steps from the same start: scikit-learn's iterate.
+    sk = sk_fit(X_SEP, n_components=3, covariance_type=kind, tol=0, max_iter=gm.n_iter_, **start)
+    assert_params_close(gm, sk, rtol=1e-9)
+    np.testing.assert_allclose(gm.score(X_SEP), sk.score(X_SEP), rtol=1e-12)
+    np.testing.assert_allclose(gm.score_samples(X_SEP), sk.score_samples(X_SEP), rtol=1e-11)
+    np.testing.assert_allclose(gm.bic(X_SEP), sk.bic(X_SEP), rtol=1e-12)
+    np.testing.assert_allclose(gm.aic(X_SEP), sk.aic(X_SEP), rtol=1e-12)
     np.testing.assert_array_equal(gm.predict(X_SEP), sk.predict(X_SEP))
-    np.testing.assert_allclose(gm.predict_proba(X_SEP), sk.predict_proba(X_SEP), atol=1e-5)
+    np.testing.assert_allclose(gm.predict_proba(X_SEP), sk.predict_proba(X_SEP), atol=1e-10)
+    # scikit-learn's own stopping rule at tol=1e-6 ends within one M-step of ours.
+    conv = sk_fit(X_SEP, n_components=3, covariance_type=kind, tol=1e-6, max_iter=100, **start)
+    assert conv.converged_ and conv.n_iter_ - gm.n_iter_ in (0, 1)
     # scikit-learn's lower bound lags one M-step behind; at tol=1e-6 that is below 1e-6.
-    np.testing.assert_allclose(gm.lower_bound_, sk.lower_bound_, atol=2e-6)
-    np.testing.assert_allclose(gm.lower_bound_, gm.score(X_SEP), rtol=1e-6)
+    np.testing.assert_allclose(gm.lower_bound_, conv.lower_bound_, atol=2e-6)
+    np.testing.assert_allclose(gm.lower_bound_, gm.score(X_SEP), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_data_are_fitted_in_float32(kind):
+    """float32 in, float32 attributes out; scikit-learn's float64 iterate to float32 accuracy.
+
+    64 M-steps from the same start (no stopping rule, whose decision could flip
+    on one ulp). EM's map contracts near its fixed point, so rounding does not
+    grow with the iterations: the parameters agree to ~1e2·eps relative, the
+    budget below is 1e4·eps (1.2e-3) on the covariances' scale.
+    """
+    start = dict(weights_init=W0, means_init=M0, precisions_init=P0[kind])
+    x32 = X_SEP.astype(np.float32)
+    gm = em.GaussianMixture(3, covariance_type=kind, tol=0.0, max_iter=64, **start).fit(x32)
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+        assert getattr(gm, name).dtype == np.float32, name
+    sk = sk_fit(X_SEP, n_components=3, covariance_type=kind, tol=0, max_iter=64, **start)
+    eps = np.finfo(np.float32).eps
+    assert_params_close(gm, sk, rtol=1e4 * eps)
+    np.testing.assert_allclose(gm.score(X_SEP), sk.score(X_SEP), rtol=1e3 * eps)
+    np.testing.assert_array_equal(gm.predict(X_SEP), sk.predict(X_SEP))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -92,13 +120,42 @@ def test_same_iteration_count_gives_sklearns_parameters(kind):
     assert gm.n_iter_ == 64 and not gm.converged_
     assert np.all(np.diff(gm.lower_bounds_) > 0)  # far from settled: every step gains
     sk = sk_fit(X_OVERLAP, n_components=3, covariance_type=kind, tol=0, max_iter=64, **start)
-    assert_params_close(gm, sk, rtol=1e-5)
-    np.testing.assert_allclose(gm.score(X_OVERLAP), sk.score(X_OVERLAP), rtol=1e-7)
+    assert_params_close(gm, sk, rtol=1e-9)
+    np.testing.assert_allclose(gm.score(X_OVERLAP), sk.score(X_OVERLAP), rtol=1e-12)
 
 
 def test_convergence_warning_is_both_jaxems_and_sklearns():
     assert issubclass(estimators._FitConvergenceWarning, em.ConvergenceWarning)
     assert issubclass(estimators._FitConvergenceWarning, SklearnConvergenceWarning)
+    text = (
+        "Best performing initialization did not converge. Try different init parameters, "
+        "or increase max_iter, tol, or check for degenerate data."
+    )
+    for est in (em.GaussianMixture(3, max_iter=2), em.MixtureEstimator(em.Normal(), 2, max_iter=2)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est.fit(X_OVERLAP if isinstance(est, em.GaussianMixture) else X_OVERLAP[:, 0])
+        assert [str(w.message) for w in caught] == [text]  # said once, in sklearn's words
+        assert issubclass(caught[0].category, SklearnConvergenceWarning)
+    with warnings.catch_warnings():  # max_iter=0 (evaluate the start) does not warn
+        warnings.simplefilter("error")
+        em.GaussianMixture(3, max_iter=0).fit(X_OVERLAP)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_more_restarts_are_never_worse(dtype):
+    """scikit-learn's test_init: n_init=10 never ends below n_init=1 (same random_state)."""
+    for seed in range(6):
+        x = _blobs([[0, 0], [1.5, 1.0], [0, 2.0]], [1.0, 1.0, 0.8], seed).astype(dtype)
+        for max_iter in (1, 100):
+            fits = [
+                em.GaussianMixture(3, n_init=n, max_iter=max_iter, random_state=seed)
+                for n in (1, 10)
+            ]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SklearnConvergenceWarning)
+                one, ten = (gm.fit(x) for gm in fits)
+            assert ten.lower_bound_ >= one.lower_bound_, (seed, max_iter)
 
 
 # -- fitting from random starts ----------------------------------------------------------
@@ -171,9 +228,10 @@ def test_sample_weight_equals_repeated_rows():
     weighted = em.GaussianMixture(3, **start).fit(X_SEP, sample_weight=w)
     repeated = em.GaussianMixture(3, **start).fit(np.repeat(X_SEP, w, axis=0))
     assert weighted.converged_ and repeated.converged_
-    np.testing.assert_allclose(weighted.means_, repeated.means_, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(weighted.covariances_, repeated.covariances_, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(weighted.lower_bound_, repeated.lower_bound_, rtol=1e-6)
+    assert weighted.n_iter_ == repeated.n_iter_
+    np.testing.assert_allclose(weighted.means_, repeated.means_, rtol=1e-9)
+    np.testing.assert_allclose(weighted.covariances_, repeated.covariances_, rtol=1e-9)
+    np.testing.assert_allclose(weighted.lower_bound_, repeated.lower_bound_, rtol=1e-12)
 
 
 def test_pickle_round_trip(fitted):
@@ -263,17 +321,18 @@ def test_mixture_estimator_poisson_matches_float64_em(poisson_fit):
         counts, np.array([0.5, 0.5]), np.array([1.0, 4.0]), est.n_iter_
     )
     assert isinstance(est.params_, em.PoissonParams) and type(est.params_.rate) is np.ndarray
-    np.testing.assert_allclose(est.weights_, weights, rtol=2e-5)
-    np.testing.assert_allclose(est.params_.rate, rate, rtol=2e-5)
+    assert est.weights_.dtype == np.float64  # float64 counts: a float64 fit
+    np.testing.assert_allclose(est.weights_, weights, rtol=1e-10)
+    np.testing.assert_allclose(est.params_.rate, rate, rtol=1e-10)
     from scipy.special import logsumexp
 
     row_ll = logsumexp(lj, axis=1)
-    np.testing.assert_allclose(est.score_samples(counts), row_ll, rtol=1e-5)
-    np.testing.assert_allclose(est.lower_bound_, row_ll.mean(), rtol=1e-5)
+    np.testing.assert_allclose(est.score_samples(counts), row_ll, rtol=1e-12)
+    np.testing.assert_allclose(est.lower_bound_, row_ll.mean(), rtol=1e-12)
     np.testing.assert_array_equal(est.predict(counts), np.argmax(lj, axis=1))
-    np.testing.assert_allclose(est.predict_proba(counts), np.exp(lj - row_ll[:, None]), atol=1e-5)
-    np.testing.assert_allclose(est.bic(counts), -2 * row_ll.sum() + 3 * np.log(240), rtol=1e-5)
-    np.testing.assert_allclose(est.aic(counts), -2 * row_ll.sum() + 6, rtol=1e-5)
+    np.testing.assert_allclose(est.predict_proba(counts), np.exp(lj - row_ll[:, None]), atol=1e-12)
+    np.testing.assert_allclose(est.bic(counts), -2 * row_ll.sum() + 3 * np.log(240), rtol=1e-12)
+    np.testing.assert_allclose(est.aic(counts), -2 * row_ll.sum() + 6, rtol=1e-12)
     # (N, 1) data is accepted for a fit on (N,) data; counts are checked for the support.
     np.testing.assert_array_equal(est.predict(counts[:, None]), est.predict(counts))
     with pytest.raises(ValueError, match="non-negative integer counts"):
@@ -294,12 +353,57 @@ BAD_FIT = [
     (dict(init_params="kmeans++"), "init_params must be one of"),
     (dict(random_state=-3), "random_state must be None, an int in"),
     (dict(warm_start="yes"), "warm_start must be True or False"),
-    (dict(weights_init=[0.5, 0.6, -0.1]), r"weights_init must lie in \[0, 1\]"),
-    (dict(weights_init=[0.2, 0.2, 0.2]), "weights_init must sum to 1"),
-    (dict(means_init=np.zeros((3, 3))), r"means_init must have shape \(3, 2\)"),
-    (dict(precisions_init=-np.ones((3, 2, 2))), "symmetric, positive-definite"),
-    (dict(covariance_type="diag", precisions_init=np.zeros((3, 2))), "must be positive"),
+    # scikit-learn's messages, to the letter (its own tests match them).
+    (
+        dict(weights_init=[0.5, 0.6, -0.1]),
+        r"^The parameter 'weights' should be in the range \[0, 1\], but got max value "
+        r"-0.10000, min value 0.60000$",
+    ),
+    (
+        dict(weights_init=[0.2, 0.2, 0.2]),
+        r"^The parameter 'weights' should be normalized, but got sum\(weights\) = 0.60000$",
+    ),
+    (
+        dict(weights_init=[0.5, 0.5]),
+        r"^The parameter 'weights' should have the shape of \(3,\), but got \(2,\)$",
+    ),
+    (
+        dict(means_init=np.zeros((3, 3))),
+        r"^The parameter 'means' should have the shape of \(3, 2\), but got \(3, 3\)$",
+    ),
+    (
+        dict(precisions_init=np.ones((3, 2))),
+        r"^The parameter 'full precision' should have the shape of \(3, 2, 2\), but got "
+        r"\(3, 2\)$",
+    ),
+    (
+        dict(precisions_init=-np.ones((3, 2, 2))),
+        r"^'full precision' should be symmetric, positive-definite$",
+    ),
+    (
+        dict(covariance_type="tied", precisions_init=np.array([[1.0, 2.0], [0.0, 1.0]])),
+        r"^'tied precision' should be symmetric, positive-definite$",
+    ),
+    (
+        dict(covariance_type="diag", precisions_init=np.zeros((3, 2))),
+        r"^'diag precision' should be positive$",
+    ),
+    (
+        dict(covariance_type="spherical", precisions_init=-np.ones(3)),
+        r"^'spherical precision' should be positive$",
+    ),
 ]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_FIT[-9:])
+def test_bad_starts_get_sklearns_messages(kwargs, message):
+    """The same arguments give scikit-learn's own ValueError, word for word."""
+    kwargs = {"n_components": 3, **kwargs}
+    with pytest.raises(ValueError) as ours:
+        em.GaussianMixture(**kwargs).fit(X_SEP)
+    with pytest.raises(ValueError) as theirs:
+        SkGaussianMixture(**kwargs).fit(X_SEP)
+    assert str(ours.value) == str(theirs.value)
 
 
 @pytest.mark.parametrize("kwargs, message", BAD_FIT)
