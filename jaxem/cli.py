@@ -27,18 +27,10 @@ import warnings
 
 import numpy as np
 
-FAMILIES = (
-    "normal",
-    "mvn",
-    "poisson",
-    "exponential",
-    "bernoulli",
-    "binomial",
-    "categorical",
-    "studentt",
-    "gamma",
-    "vonmises",
-)
+from jaxem import codec as _codec
+
+# The built-in families' names (``Family.name``), in the registry's order.
+FAMILIES = tuple(_codec.FAMILIES)
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 # Cells that mean "no value" in a CSV; they become NaN.
 MISSING_CELLS = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})
@@ -244,51 +236,36 @@ def read_data(path: str, columns: str | None = None) -> tuple[np.ndarray, list[s
 # -- the model ---------------------------------------------------------------------------
 @functools.lru_cache(maxsize=16)
 def _model(family: str, k: int, covariance_type: str, n_categories: int, n_trials: int):
-    """One model instance per configuration: a repeated fit reuses its compiled program."""
+    """One model instance per configuration: a repeated fit reuses its compiled program.
+
+    The family is built from the options among its ``hyperparameters``.
+    """
     import jaxem as em
 
-    make = {
-        "normal": lambda: em.Normal(),
-        "mvn": lambda: em.MultivariateNormal(covariance_type),
-        "poisson": lambda: em.Poisson(),
-        "exponential": lambda: em.Exponential(),
-        "bernoulli": lambda: em.Bernoulli(),
-        "binomial": lambda: em.Binomial(n_trials),
-        "categorical": lambda: em.Categorical(n_categories),
-        "studentt": lambda: em.StudentT(),
-        "gamma": lambda: em.Gamma(),
-        "vonmises": lambda: em.VonMises(),
-    }[family]
-    return em.Mixture(make(), n_components=k)
+    cls = _codec.FAMILIES[family]
+    options = {
+        "covariance_type": covariance_type,
+        "n_categories": n_categories,
+        "n_trials": n_trials,
+    }
+    kwargs = {name: options[name] for name in cls.hyperparameters if name in options}
+    return em.Mixture(cls(**kwargs), n_components=k)
 
 
 @np.errstate(all="ignore")  # NaN/inf estimates sort and print (as nan/inf) without warnings
-def _sort_key(family: str, comps) -> np.ndarray:
-    """Each component's location (of the first column): components are listed by it."""
-    a = lambda name: np.asarray(getattr(comps, name), dtype=np.float64)
-    first = lambda v: v.reshape(v.shape[0], -1)[:, 0]
-    if family in ("normal", "mvn"):
-        return first(a("mean"))
-    if family == "poisson":
-        return first(a("rate"))
-    if family == "exponential":
-        return first(1.0 / a("rate"))
-    if family in ("bernoulli", "binomial"):
-        return first(a("p"))
-    if family == "categorical":
-        probs = a("probs")
-        return first(probs @ np.arange(probs.shape[-1]))
-    if family in ("studentt", "vonmises"):
-        return first(a("loc"))
-    return first(a("concentration") / a("rate"))  # gamma: the mean
+def _sort_key(family, comps) -> np.ndarray:
+    """Each component's location (``family.location``, of the first column): components
+    are listed by it."""
+    location = np.asarray(family.location(comps), dtype=np.float64)
+    return location.reshape(location.shape[0], -1)[:, 0]
 
 
-def _sorted(model, family: str, params):
+def _sorted(model, params):
     """``params`` with the components in order of :func:`_sort_key`."""
     from jaxem import MixtureParams
 
     comps = params.components
-    order = np.argsort(_sort_key(family, comps), kind="stable")
+    order = np.argsort(_sort_key(model.family, comps), kind="stable")
     axes = model.family.component_axes(comps)
     fields = {
         f: np.asarray(v)[order] if getattr(axes, f) == 0 else np.asarray(v)
@@ -523,7 +500,7 @@ def _fit(args) -> int:
     for w in caught:
         print(f"jaxem fit: warning: {_one_line(str(w.message))}", file=sys.stderr)
 
-    params = _sorted(model, family, res.params)
+    params = _sorted(model, res.params)
     n_params = em.n_parameters(model, params)
     # em.bic/aic evaluate complete data; with missing values, or estimates outside the
     # support (NaN), the criteria come from the fit's own (observed) log-likelihood.
@@ -677,7 +654,7 @@ def demo(restarts: int = 64, seed: int = 0, plot: str | None = DEMO_PLOT) -> int
     t0 = time.perf_counter()
     rf = em.fit(faithful_model, xf, key=jax.random.key(seed), restarts=restarts)
     elapsed = time.perf_counter() - t0
-    params_f = _sorted(faithful_model, "mvn", rf.params)
+    params_f = _sorted(faithful_model, rf.params)
     print(
         f"3. Old Faithful ({len(xf)} eruptions: duration and waiting time in minutes), "
         f"{faithful_model}"
@@ -703,7 +680,7 @@ def demo(restarts: int = 64, seed: int = 0, plot: str | None = DEMO_PLOT) -> int
 
     fig = Figure(figsize=(15, 4.6), dpi=100, layout="constrained")
     axes = fig.subplots(1, 3)
-    params_n = _sorted(model, "normal", res.params)  # numbered as in the table
+    params_n = _sorted(model, res.params)  # numbered as in the table
     plot_fit(model, params_n, x, axes[:2], names=["x"], title="1. three normals (MAP)")
     plot_fit(faithful_model, params_f, xf, axes[2], names=names, title="3. Old Faithful, K=2")
     fig.savefig(plot)

@@ -98,24 +98,10 @@ def _families(model) -> list:
     return list(model.families)
 
 
-def _discrete_grid_top(family, x: np.ndarray):
-    """Largest value of a discrete family's support worth drawing, or None if continuous."""
-    from jaxem.families import Binomial, Categorical, Poisson
-
-    if isinstance(family, Binomial):
-        return family.n_trials
-    if isinstance(family, Categorical):
-        return family.n_categories - 1
-    if isinstance(family, Poisson):
-        top = float(np.max(x)) if x.size else 0.0
-        return int(math.ceil(top + 3.0 * math.sqrt(top + 1.0) + 2.0))
-    return None
-
-
 def _is_discrete(model, x: np.ndarray) -> bool:
     families = _families(model)
     if families:
-        return all(_discrete_grid_top(f, x) is not None for f in families)
+        return all(f.support_top(x) is not None for f in families)
     # A hand-written Model: integer data with few distinct values are treated as counts.
     return bool(np.all(x == np.round(x)) and np.unique(x).size <= 100)
 
@@ -171,10 +157,8 @@ def _colors(k: int):
 # -- one column --------------------------------------------------------------------------
 def _continuous_grid(model, x: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     """A fine grid for the density and its integral, and the range to show."""
-    from jaxem.families import VonMises
-
     families = _families(model)
-    if families and all(isinstance(f, VonMises) for f in families):
+    if families and all(f.support_kind == "circular" for f in families):
         return np.linspace(-np.pi, np.pi, _N_GRID), (-np.pi, np.pi)
     lo, hi = float(np.min(x)), float(np.max(x))
     span = hi - lo if hi > lo else max(abs(hi), 1.0)
@@ -257,7 +241,7 @@ def _plot_discrete(axes, model, params, x, ndim, name):
     families = _families(model)
     if families:
         lo = 0
-        hi = max(_discrete_grid_top(f, x) for f in families)
+        hi = max(f.support_top(x) for f in families)
     else:
         lo, hi = int(np.min(x)), int(np.max(x))
     values = np.arange(lo, hi + 1)
@@ -308,38 +292,16 @@ def _component_covariances(model, params, dims: tuple[int, int]) -> list:
     Example:
         >>> _component_covariances(model, res.params, (0, 1))[0]   # (mean, cov) of component 1
     """
-    from jaxem.families import MultivariateNormal, Normal
-
     families = _families(model)
     if not families:
         return []
     comps = params.components
-    ix = np.ix_(dims, dims)
     out = []
     for k, family in enumerate(families):
-        c = comps[k] if model.families is not None else comps
-        i = None if model.families is not None else k  # heterogeneous: no component axis
-
-        def take(a, i=i):
-            a = np.asarray(a, dtype=np.float64)
-            return a if i is None else a[i]
-
-        if isinstance(family, MultivariateNormal):
-            mean = take(c.mean)[list(dims)]
-            kind = family.covariance_type
-            if kind == "tied":
-                cov = np.asarray(c.cov, dtype=np.float64)[ix]
-            elif kind == "full":
-                cov = take(c.cov)[ix]
-            elif kind == "diag":
-                cov = np.diag(take(c.cov)[list(dims)])
-            else:  # spherical
-                cov = float(take(c.cov)) * np.eye(2)
-            out.append((mean, cov))
-        elif isinstance(family, Normal):
-            out.append((take(c.mean)[list(dims)], np.diag(take(c.var)[list(dims)])))
+        if model.families is not None:  # heterogeneous: one component's parameters each
+            out.append(family.gaussian_marginal(comps[k], None, dims))
         else:
-            out.append(None)
+            out.append(family.gaussian_marginal(comps, k, dims))
     return out
 
 
@@ -402,15 +364,12 @@ def _plot_columns(axes, model, params, x, names, pairs):
 
 def _plot_item_parameters(axes, model, params, names):
     """Discrete multi-column data (items): each component's parameter per column."""
-    from jaxem.families import Categorical
-
     family = _families(model)[0]
     comps = params.components
     k = model.n_components
     labels = _component_labels(model, params, k)
-    if isinstance(family, Categorical):  # probs (K, D, C): per column, the expected code
-        probs = np.asarray(comps.probs, dtype=np.float64)
-        table = probs @ np.arange(probs.shape[-1])
+    if family.support_kind == "categories":  # per column, the expected code
+        table = np.asarray(family.location(comps), dtype=np.float64)
         what = "expected category code"
     else:
         field = comps._fields[0]

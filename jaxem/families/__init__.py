@@ -1,4 +1,10 @@
-"""Component densities. One family per module; closed forms registered beside them."""
+"""Component densities. One family per module; closed forms registered beside them.
+
+Each family class says what the rest of jaxem needs to know about it (its
+``name``, ``hyperparameters``, ``params_type``, ``support_kind`` and
+``location``); a new built-in family is its module plus its import and its
+entry in :data:`BUILT_IN` here.
+"""
 
 from jaxem.families.base import ClosedForm, Family, register_m_step
 from jaxem.families.binomial import Bernoulli, Binomial, BinomialParams
@@ -10,6 +16,21 @@ from jaxem.families.normal import Normal, NormalParams
 from jaxem.families.poisson import Poisson, PoissonParams
 from jaxem.families.studentt import StudentT, StudentTParams
 from jaxem.families.vonmises import VonMises, VonMisesParams
+
+#: The built-in families, in the order the command line lists them: the registry
+#: ``jaxem.codec.FAMILIES`` (command line, em.save / em.load) is filled from it.
+BUILT_IN = (
+    Normal,
+    MultivariateNormal,
+    Poisson,
+    Exponential,
+    Bernoulli,
+    Binomial,
+    Categorical,
+    StudentT,
+    Gamma,
+    VonMises,
+)
 
 __all__ = [
     "Family",

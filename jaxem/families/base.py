@@ -14,11 +14,13 @@ only when its ``applies(family)`` says the family's priors are covered.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxem import constraints as _constraints
 from jaxem.priors import Prior
@@ -51,6 +53,23 @@ class Family:
     #: feature axis. Missing entries are then integrated out by dropping their
     #: terms (``em.fit(..., missing="marginalize")``).
     independent_features: bool = False
+
+    # -- what the rest of jaxem knows about a family: the command line, em.save /
+    # em.load (jaxem.codec) and the plots read these instead of keeping tables.
+    # The defaults suit a custom family.
+
+    #: Short name (``jaxem fit --family NAME``) of a built-in family, under which
+    #: ``jaxem.codec.FAMILIES`` lists it. ``None``: not a built-in family, so not
+    #: on the command line and not savable by name.
+    name: str | None = None
+    #: The constructor arguments, besides the ``<field>_prior`` ones, that rebuild
+    #: an instance: saved from its attributes of the same names.
+    hyperparameters: tuple[str, ...] = ()
+    #: The NamedTuple class of the parameters, or ``None`` (e.g. a dict of arrays).
+    params_type: type | None = None
+    #: The kind of support, for plots: ``"continuous"``, ``"circular"`` (angles
+    #: in ``[-π, π]``), ``"counts"`` (0, 1, 2, …) or ``"categories"`` (codes).
+    support_kind: str = "continuous"
 
     def log_prob(self, params, x):
         """Log density of one component at each row of ``x``: ``(N,)``."""
@@ -139,6 +158,37 @@ class Family:
     def sample(self, key, params, n: int) -> jax.Array:
         """``n`` draws from one component: ``(n,)`` plus the event shape."""
         raise NotImplementedError(f"{type(self).__name__} does not define sample(key, params, n)")
+
+    def support_top(self, x) -> int | None:
+        """The largest value of a discrete support worth drawing for data ``x``; ``None``
+        for a continuous one.
+
+        Default: a few standard deviations past the largest count for
+        ``"counts"``, the largest code for ``"categories"``.
+        """
+        if self.support_kind == "counts":
+            top = float(np.max(x)) if x.size else 0.0
+            return int(math.ceil(top + 3.0 * math.sqrt(top + 1.0) + 2.0))
+        if self.support_kind == "categories":
+            return int(np.max(x)) if x.size else 0
+        return None
+
+    def location(self, components) -> np.ndarray:
+        """Each component's location, ``(K,)`` or ``(K, D)`` (host-side, float64).
+
+        What the command line lists components by. Default: the first
+        parameter field.
+        """
+        return np.asarray(jax.tree.leaves(components)[0], dtype=np.float64)
+
+    def gaussian_marginal(self, components, index: int | None, dims: tuple[int, int]):
+        """``(mean (2,), cov (2, 2))`` of a Gaussian component on two columns, or ``None``.
+
+        What the plots draw as ellipses. ``components`` has the K axis and
+        ``index`` picks one component, or ``index`` is ``None`` and
+        ``components`` is one component's. Default: ``None`` (not Gaussian).
+        """
+        return None
 
     @property
     def field_priors(self) -> dict:
@@ -254,6 +304,12 @@ def closed_form_for(family: Family) -> ClosedForm | None:
     if cf is None or not cf.applies(family):
         return None
     return cf
+
+
+def host_component(a, index: int | None) -> np.ndarray:
+    """``a`` as a float64 NumPy array, its row ``index`` unless ``index`` is ``None``."""
+    a = np.asarray(a, dtype=np.float64)
+    return a if index is None else a[index]
 
 
 def component_constraints(family: Family, params):

@@ -45,6 +45,11 @@ class Binomial(Family):
     independent_features = True  # (N, D) data: a product over features
     constraints = {"p": constraints.unit_interval}
 
+    name = "binomial"
+    hyperparameters = ("n_trials",)
+    params_type = BinomialParams
+    support_kind = "counts"
+
     def __init__(self, n_trials: int, *, p_prior=None):
         if (
             isinstance(n_trials, bool)
@@ -95,6 +100,9 @@ class Binomial(Family):
         p = jnp.clip(p, 0.01, 0.99)
         return BinomialParams(p=p.reshape((n_components,) + x.shape[1:]))
 
+    def support_top(self, x):
+        return self.n_trials
+
 
 class Bernoulli(Binomial):
     """Bernoulli(p) component density over 0/1 data (one trial).
@@ -102,6 +110,9 @@ class Bernoulli(Binomial):
     Example:
         >>> model = em.Mixture(em.Bernoulli(p_prior=priors.Beta(1.5, 1.5)), n_components=3)
     """
+
+    name = "bernoulli"
+    hyperparameters = ()
 
     def __init__(self, *, p_prior=None):
         super().__init__(1, p_prior=p_prior)

@@ -71,6 +71,11 @@ class Categorical(Family):
     independent_features = True  # (N, D) data: a product over features
     constraints = {"probs": constraints.simplex}
 
+    name = "categorical"
+    hyperparameters = ("n_categories",)
+    params_type = CategoricalParams
+    support_kind = "categories"
+
     def __init__(self, n_categories: int, *, probs_prior=None):
         name = type(self).__name__
         if (
@@ -146,6 +151,13 @@ class Categorical(Family):
         overall = (onehot.sum(0) + 1) / (x.shape[0] + self.n_categories)
         n_k = resp.sum(0).reshape((n_components,) + (1,) * (onehot.ndim - 1))
         return CategoricalParams(probs=(counts + overall) / (n_k + 1))
+
+    def support_top(self, x):
+        return self.n_categories - 1
+
+    def location(self, components):
+        probs = np.asarray(components.probs, dtype=np.float64)
+        return probs @ np.arange(probs.shape[-1])  # the expected code
 
 
 class CategoricalStats(NamedTuple):

@@ -63,6 +63,10 @@ class Exponential(Family):
     independent_features = True  # (N, D) data: a product over features
     constraints = {"rate": constraints.positive}
 
+    name = "exponential"
+    hyperparameters = ()
+    params_type = ExponentialParams
+
     def __init__(self, *, rate_prior=None):
         self.priors = {"rate": check_prior(type(self).__name__, "rate", rate_prior)}
         prior = self.priors["rate"]
@@ -101,6 +105,9 @@ class Exponential(Family):
         # Zero only for a feature that is zero everywhere; keep the rate finite.
         rate = 1 / jnp.maximum(mean, _floor(x.dtype))
         return ExponentialParams(rate=rate.reshape((n_components,) + x.shape[1:]))
+
+    def location(self, components):
+        return 1.0 / np.asarray(components.rate, dtype=np.float64)  # the mean
 
 
 class ExponentialStats(NamedTuple):

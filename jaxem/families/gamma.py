@@ -57,6 +57,10 @@ class Gamma(Family):
     independent_features = True  # (N, D) data: a product over features
     constraints = {"concentration": constraints.positive, "rate": constraints.positive}
 
+    name = "gamma"
+    hyperparameters = ()
+    params_type = GammaParams
+
     def __init__(self, *, concentration_prior=None, rate_prior=None):
         name = type(self).__name__
         self.priors = {
@@ -101,3 +105,7 @@ class Gamma(Family):
         rate = conc / mean
         shape = (n_components,) + x.shape[1:]
         return GammaParams(concentration=conc.reshape(shape), rate=rate.reshape(shape))
+
+    def location(self, components):
+        concentration = np.asarray(components.concentration, dtype=np.float64)
+        return concentration / np.asarray(components.rate, dtype=np.float64)  # the mean

@@ -66,7 +66,7 @@ from jax.scipy.linalg import solve_triangular
 from jaxem import chunks as _chunks
 from jaxem import constraints, priors
 from jaxem.families._seeding import kmeans_plus_plus
-from jaxem.families.base import Family, check_prior, register_m_step
+from jaxem.families.base import Family, check_prior, host_component, register_m_step
 
 __all__ = ["MultivariateNormal", "MultivariateNormalParams", "MultivariateNormalStats"]
 
@@ -117,6 +117,10 @@ class MultivariateNormal(Family):
         >>> res = em.fit(em.Mixture(fam, n_components=2), x, key=jax.random.key(0), restarts=8)
         >>> res.params.components.mean.shape, res.params.components.cov.shape   # (2, 2), (2, 2, 2)
     """
+
+    name = "mvn"
+    hyperparameters = ("covariance_type", "reg_covar", "ecm_sweeps")
+    params_type = MultivariateNormalParams
 
     def __init__(
         self,
@@ -409,6 +413,20 @@ class MultivariateNormal(Family):
             if self.covariance_type == "spherical":
                 cov = jnp.mean(cov, axis=-1)
         return MultivariateNormalParams(mean=mean, cov=cov)
+
+    def gaussian_marginal(self, components, index, dims):
+        dims = list(dims)
+        mean = host_component(components.mean, index)[dims]
+        kind = self.covariance_type
+        if kind == "tied":  # one covariance, no component axis
+            cov = host_component(components.cov, None)[np.ix_(dims, dims)]
+        elif kind == "full":
+            cov = host_component(components.cov, index)[np.ix_(dims, dims)]
+        elif kind == "diag":
+            cov = np.diag(host_component(components.cov, index)[dims])
+        else:  # spherical
+            cov = float(host_component(components.cov, index)) * np.eye(2)
+        return mean, cov
 
 
 class MultivariateNormalStats(NamedTuple):

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxem import constraints, priors
 from jaxem.families._seeding import kmeans_plus_plus
-from jaxem.families.base import Family, check_prior, register_m_step
+from jaxem.families.base import Family, check_prior, host_component, register_m_step
 
 __all__ = ["Normal", "NormalParams"]
 
@@ -59,6 +59,10 @@ class Normal(Family):
 
     independent_features = True  # (N, D) data: a product over features
     constraints = {"mean": constraints.real, "var": constraints.positive}
+
+    name = "normal"
+    hyperparameters = ("ecm_sweeps", "min_var")
+    params_type = NormalParams
 
     def __init__(
         self, *, mean_prior=None, var_prior=None, ecm_sweeps: int = 20, min_var: float = 1e-6
@@ -107,6 +111,11 @@ class Normal(Family):
         floor = 10 * jnp.finfo(x.dtype).eps * (1 + global_var)
         var = jnp.maximum(var, floor)
         return NormalParams(mean=centres, var=var.reshape(shape))
+
+    def gaussian_marginal(self, components, index, dims):
+        dims = list(dims)
+        mean = host_component(components.mean, index)[dims]
+        return mean, np.diag(host_component(components.var, index)[dims])
 
 
 class NormalStats(NamedTuple):

@@ -60,6 +60,11 @@ class Poisson(Family):
     independent_features = True  # (N, D) data: a product over features
     constraints = {"rate": constraints.positive}
 
+    name = "poisson"
+    hyperparameters = ()
+    params_type = PoissonParams
+    support_kind = "counts"
+
     def __init__(self, *, rate_prior=None):
         self.priors = {"rate": check_prior(type(self).__name__, "rate", rate_prior)}
         prior = self.priors["rate"]

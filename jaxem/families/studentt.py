@@ -105,6 +105,10 @@ class StudentT(Family):
         "df": constraints.positive,
     }
 
+    name = "studentt"
+    hyperparameters = ()
+    params_type = StudentTParams
+
     def __init__(self, *, loc_prior=None, scale_prior=None, df_prior=None):
         name = type(self).__name__
         self.priors = {

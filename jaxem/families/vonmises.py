@@ -107,6 +107,11 @@ class VonMises(Family):
     independent_features = True  # (N, D) data: a product over features
     constraints = {"loc": circular, "concentration": constraints.positive}
 
+    name = "vonmises"
+    hyperparameters = ()
+    params_type = VonMisesParams
+    support_kind = "circular"
+
     def __init__(self, *, loc_prior=None, concentration_prior=None):
         name = type(self).__name__
         self.priors = {
