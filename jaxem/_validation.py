@@ -115,8 +115,105 @@ def _prepare_distributed(model, x, missing):
     return x.astype(float_dtype())
 
 
+def is_unit_tree(x) -> bool:
+    """Whether ``x`` is data given as a pytree of arrays (a dict, tuple or NamedTuple).
+
+    A list is an array-like (``[1.0, 2.0]`` is one array), as in NumPy.
+    """
+    return isinstance(x, (dict, tuple))
+
+
+def first_leaf(x):
+    """The first array of data ``x`` (``x`` itself for an array)."""
+    return jax.tree.leaves(x)[0] if is_unit_tree(x) else x
+
+
+def n_units(x) -> int:
+    """The number of units (rows, sequences…): the shared leading axis of ``x``'s arrays."""
+    return int(np.shape(first_leaf(x))[0])
+
+
+def unit_size(x) -> int:
+    """Numbers per unit, summed over ``x``'s arrays (what a chunk's work scales with)."""
+    return max(1, sum(int(np.prod(np.shape(a)[1:])) for a in jax.tree.leaves(x)))
+
+
+def take_units(x, index):
+    """The units ``index`` (an index array or slice) of every array of ``x``."""
+    return jax.tree.map(lambda a: a[index], x)
+
+
+def _prepare_tree(model, x, missing, fitting: bool):
+    """Validate data given as a pytree of arrays sharing a leading axis of units.
+
+    Floating leaves become the float dtype, integer leaves int32 (indices,
+    counts, group labels), booleans stay; every leaf must be finite. Sharded
+    JAX arrays keep their sharding.
+    """
+    if missing == "marginalize":
+        raise ValueError(
+            "missing='marginalize' integrates out NaN entries of an (N,)/(N, D) array; for data "
+            "given as a pytree (dict or tuple of arrays) handle missing entries in log_joint "
+            "(mask them) or impute them."
+        )
+    flat, treedef = jax.tree_util.tree_flatten_with_path(x)
+    if not flat:
+        raise ValueError("x is an empty pytree; pass at least one array of units.")
+    n = None
+    out = []
+    for path, leaf in flat:
+        where = f"x{jax.tree_util.keystr(path)}"
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            raise ValueError(
+                f"{where}: data spread over several processes must be one array, not a pytree."
+            )
+        if isinstance(leaf, (str, bytes)) or leaf is None:
+            raise TypeError(f"{where} must be an array of numbers, got {type(leaf).__name__}.")
+        arr = np.asarray(leaf)
+        if arr.dtype == object or not (
+            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+        ):
+            raise TypeError(f"{where} must hold numbers, got dtype {arr.dtype}.")
+        if np.issubdtype(arr.dtype, np.complexfloating):
+            raise TypeError(f"{where} must be real, got dtype {arr.dtype}.")
+        if arr.ndim == 0:
+            raise ValueError(
+                f"{where} is a scalar; every array of x needs a leading axis of units (rows), "
+                "shared by all of them. Put constants in the parameters or the model instead."
+            )
+        if n is None:
+            n, first = arr.shape[0], where
+        elif arr.shape[0] != n:
+            raise ValueError(
+                f"the arrays of x must share their leading axis (one entry per unit): {first} "
+                f"has {n}, {where} has {arr.shape[0]}."
+            )
+        if np.issubdtype(arr.dtype, np.floating):
+            check_float_range(arr, where)
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(
+                    f"{where} contains NaN or infinite entries; remove or impute them (or "
+                    "mask them inside log_joint)."
+                )
+            arr = arr.astype(np.dtype(float_dtype()), copy=False)
+        elif np.issubdtype(arr.dtype, np.integer):
+            if arr.size and (arr.min() < -(2**31) or arr.max() >= 2**31):
+                raise ValueError(f"{where}: integers must fit in int32 (indices, counts).")
+            arr = arr.astype(np.int32, copy=False)
+        out.append(place_like(arr, leaf))
+    if n == 0:
+        raise ValueError("x has no units (a leading axis of length 0); pass at least one.")
+    tree = jax.tree_util.tree_unflatten(treedef, out)
+    (model._check_data if fitting else model._check_support)(tree)
+    return tree if missing != "marginalize" else (tree, None)
+
+
 def prepare_data(model, x, missing: str | None = None, *, fitting: bool = True):
     """Validate data for ``model``; return it as a device array of the float dtype.
+
+    ``x`` is an ``(N,)``/``(N, D)`` array, or a pytree (dict, tuple,
+    NamedTuple) of arrays sharing a leading axis of N units, returned as the
+    same pytree of device arrays.
 
     With ``missing="marginalize"`` NaN entries are missing values: returns
     ``(x_filled, observed)`` where ``observed`` is a boolean device array of
@@ -130,6 +227,8 @@ def prepare_data(model, x, missing: str | None = None, *, fitting: bool = True):
     """
     if missing not in MISSING_OPTIONS:
         raise ValueError(f"missing must be None, 'raise' or 'marginalize', got {missing!r}.")
+    if is_unit_tree(x):
+        return _prepare_tree(model, x, missing, fitting)
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         return _prepare_distributed(model, x, missing)
     if not isinstance(x, (jax.Array, str, bytes)):  # before the cast: 1e40 is inf in float32

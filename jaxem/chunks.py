@@ -20,7 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Chunking", "plan", "take", "rows_sum", "pad_rows", "target_floats"]
+__all__ = ["Chunking", "plan", "take", "rows_sum", "pad_rows", "pad_units", "target_floats"]
 
 #: floats of (rows, K · D) work per chunk on a CPU: ~2^20 kept chunk
 #: temporaries in cache and was 2-3x faster than one pass at (N, D, K) =
@@ -98,6 +98,15 @@ def plan(
     return Chunking(size, count, n_devices > 1)
 
 
+def pad_units(data, chunking: Chunking):
+    """Each array of the pytree ``data`` padded to ``chunking.rows`` units (copies of its first).
+
+    Padding units repeat unit 0 (inside the model's support); the caller gives
+    them zero weight.
+    """
+    return jax.tree.map(lambda a: pad_rows(a, chunking, a[0]), data)
+
+
 def pad_rows(arr, chunking: Chunking, fill):
     """``arr`` with rows appended up to ``chunking.rows`` (each a copy of ``fill``)."""
     extra = chunking.rows - arr.shape[0]
@@ -108,9 +117,15 @@ def pad_rows(arr, chunking: Chunking, fill):
 
 
 def take(arr, b, chunking: Chunking):
-    """Chunk ``b`` (traced) of ``arr``'s rows: ``(size, ...)``."""
+    """Chunk ``b`` (traced) of the rows of ``arr``, an array or a pytree of arrays (or None)."""
     if arr is None:
         return None
+    if not isinstance(arr, jax.Array):  # a pytree of units: the same rows of every array
+        return jax.tree.map(lambda a: _take(a, b, chunking), arr)
+    return _take(arr, b, chunking)
+
+
+def _take(arr, b, chunking: Chunking):
     if chunking.strided:
         view = arr.reshape((chunking.size, chunking.count) + arr.shape[1:])
         return jax.lax.dynamic_index_in_dim(view, b, axis=1, keepdims=False)

@@ -27,8 +27,9 @@ import numpy as np
 from jaxem import _validation
 from jaxem import chunks as _chunks
 from jaxem import constraints as _constraints
+from jaxem import fixed as _fixed
 from jaxem.accelerate import ACCELERATORS, Point
-from jaxem.chunks import pad_rows
+from jaxem.chunks import pad_rows, pad_units
 from jaxem.estep import weighted_sum
 from jaxem.model import Extra, Model
 
@@ -95,8 +96,13 @@ class _State(NamedTuple):
     decreased: jax.Array  # an M-step lowered the objective beyond rounding: stopped there
 
 
-def _em_parts(model: Model, x, sample_weight, extra, tol, hist_len: int, accelerate, chunking):
-    """``(start, keep_going, step)`` of EM for one restart (traced; vmapped by the caller)."""
+def _em_parts(
+    model: Model, x, sample_weight, extra, tol, hist_len: int, accelerate, chunking, masks=None
+):
+    """``(start, keep_going, step)`` of EM for one restart (traced; vmapped by the caller).
+
+    ``masks`` (from :func:`jaxem.fixed.resolve`): entries kept at their start.
+    """
     threshold = tol * jnp.sum(sample_weight)
     strategy = ACCELERATORS[accelerate]
 
@@ -106,8 +112,10 @@ def _em_parts(model: Model, x, sample_weight, extra, tol, hist_len: int, acceler
         return Point(params, ll + log_prior, ll, row_ll, log_prior, m_input)
 
     def em_map(point: Point) -> Point:
-        new = model._maximize(point.params, x, sample_weight, point.m_input, extra, chunking)
-        return evaluate(new)
+        new = model._maximize(
+            point.params, x, sample_weight, point.m_input, extra, chunking, fixed=masks
+        )
+        return evaluate(_fixed.restore(masks, new, point.params))
 
     def start(params) -> _State:
         first = evaluate(params)
@@ -124,7 +132,13 @@ def _em_parts(model: Model, x, sample_weight, extra, tol, hist_len: int, acceler
     def step(s: _State) -> _State:
         leaves = _constraints.broadcast(model.constraints, s.point.params)
         eps = jnp.finfo(s.point.objective.dtype).eps
-        new, evals, step_max = strategy(em_map, evaluate, leaves, s.point, s.step_max)
+        # An extrapolated point (SQUAREM) keeps the fixed entries exactly too.
+        held = (
+            evaluate
+            if masks is None
+            else lambda params: evaluate(_fixed.restore(masks, params, s.point.params))
+        )
+        new, evals, step_max = strategy(em_map, held, leaves, s.point, s.step_max)
         # The improvement summed row by row: the difference of two float32
         # totals cannot resolve less than an ulp of the total (2.4e-4 at 3e3).
         gain = weighted_sum(sample_weight, new.row_ll - s.point.row_ll) + (
@@ -180,7 +194,18 @@ def _report(every: int):
 
 
 def _run_restarts(
-    model, x, sample_weight, extra, starts, max_iter, tol, hist_len, accelerate, progress, chunking
+    model,
+    x,
+    sample_weight,
+    extra,
+    starts,
+    max_iter,
+    tol,
+    hist_len,
+    accelerate,
+    progress,
+    chunking,
+    masks=None,
 ):
     """EM for every start: one ``while_loop`` over the batch of restarts.
 
@@ -189,7 +214,7 @@ def _run_restarts(
     for all restarts together.
     """
     start, keep_going, step = _em_parts(
-        model, x, sample_weight, extra, tol, hist_len, accelerate, chunking
+        model, x, sample_weight, extra, tol, hist_len, accelerate, chunking, masks
     )
     states = jax.vmap(start)(starts)
     n_restarts = jax.tree.leaves(starts)[0].shape[0]
@@ -237,21 +262,37 @@ def _fingerprint(model: Model):
     return attrs + (repr(model),)
 
 
-def _compiled(model: Model, hist_len: int, from_keys: bool, accelerate, progress: int, chunking):
+def _compiled(
+    model: Model,
+    hist_len: int,
+    from_keys: bool,
+    accelerate,
+    progress: int,
+    chunking,
+    masks=None,
+):
     """The jitted EM program for this model (cached on the model instance)."""
-    cache_key = (hist_len, from_keys, accelerate, progress, chunking, _fingerprint(model))
+    cache_key = (
+        hist_len,
+        from_keys,
+        accelerate,
+        progress,
+        chunking,
+        _fixed.cache_key(masks),
+        _fingerprint(model),
+    )
     fn = model._compiled.get(cache_key)
     if fn is None:
 
         def run(x, sample_weight, extra, starts, max_iter, tol, x_draw):
             if sample_weight is None:  # unit weights: a broadcast XLA fuses, not an (N,) input
-                sample_weight = jnp.ones(x.shape[0], x.dtype)
+                sample_weight = jnp.ones(_validation.n_units(x), tol.dtype)
             if from_keys:
                 starts = jax.vmap(model._draw, in_axes=(0, None))(starts, x_draw)
             if chunking is not None:
                 # Padded rows repeat row 0 (inside the support) with zero weight.
                 observed = extra.observed
-                x = pad_rows(x, chunking, x[0])
+                x = pad_units(x, chunking)
                 sample_weight = pad_rows(sample_weight, chunking, 0)
                 extra = Extra(
                     None if observed is None else pad_rows(observed, chunking, observed[0]),
@@ -269,6 +310,7 @@ def _compiled(model: Model, hist_len: int, from_keys: bool, accelerate, progress
                 accelerate,
                 progress,
                 chunking,
+                masks,
             )
             return final._replace(point=final.point._replace(m_input=None, row_ll=None)), starts
 
@@ -331,6 +373,17 @@ def _decrease_message(model: Model, params, dtype, n_iter: int) -> str:
     )
 
 
+def _fixed_masks(model: Model, fixed, x, starts, from_keys: bool):
+    """``fixed`` resolved against the shapes of one start (``None`` if nothing is fixed)."""
+    if fixed is None:
+        return None
+    if from_keys:
+        one = jax.eval_shape(model._draw, jax.random.key(0), x)
+    else:
+        one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), starts)
+    return _fixed.resolve(fixed, one, model.constraints, model._event_masks_ok)
+
+
 def _history_length(max_iter: int) -> int:
     # A power of two, so that changing max_iter rarely recompiles.
     return max(16, 1 << int(max_iter).bit_length())
@@ -351,6 +404,7 @@ def fit(
     accelerate: str | None = None,
     progress: int = 0,
     chunk_size: int | None = None,
+    fixed=None,
 ) -> FitResult:
     """Fit ``model`` to ``x`` by EM; return the best of ``restarts`` runs.
 
@@ -399,6 +453,20 @@ def fit(
             ever formed (responsibility-based closed forms and a custom
             ``m_step`` still see all rows at once). The result is the unchunked
             one up to summation order.
+        fixed: parameters that keep their starting values: a set of field
+            names (``{"weights"}``; every leaf whose path has that name) or a
+            pytree prefix of the parameters with booleans, or boolean arrays
+            over a leaf's leading axes (one flag per component), as leaves
+            (``em.MixtureParams(weights=True, components=False)``). Each
+            M-step maximises over the free entries only (a conditional
+            maximisation, so EM stays monotone): closed forms where the
+            fixed part is whole (weights, a whole family's parameters), the
+            gradient M-step for a family with some fields or components fixed,
+            with the mixture weights' free entries rescaled to what the fixed
+            ones leave. With random starts each restart keeps its own drawn
+            values; pass ``init=`` to fix known values. Count free parameters
+            with ``em.n_parameters(model, params, fixed=...)`` (and ``bic``/
+            ``aic``).
 
     The result is deterministic: the same data, key and arguments give the
     same result on the same device and JAX version.
@@ -427,7 +495,9 @@ def fit(
     else:
         x, observed = _validation.prepare_data(model, x, missing), None
     user_weights = sample_weight
-    sample_weight = _validation.prepare_sample_weight(sample_weight, x.shape[0], like=x)
+    n = _validation.n_units(x)
+    lead = _validation.first_leaf(x)  # where the units live (sharding, device)
+    sample_weight = _validation.prepare_sample_weight(sample_weight, n, like=lead)
 
     if init is not None:
         if key is not None:
@@ -449,38 +519,45 @@ def fit(
         from_keys = True
     n_states = _n_states(model, x, starts, from_keys)
     if labels is not None:
-        labels = _validation.place_like(_validation.prepare_labels(labels, x.shape[0], n_states), x)
+        labels = _validation.place_like(_validation.prepare_labels(labels, n, n_states), lead)
     extra = Extra(observed, labels)
 
-    n_devices = len(x.sharding.device_set) if isinstance(x, jax.Array) else 1
-    features = 1 if x.ndim == 1 else x.shape[1]
-    backend = next(iter(x.sharding.device_set)).platform if isinstance(x, jax.Array) else None
-    chunking = _chunks.plan(
-        x.shape[0], n_states, features, chunk_size, n_devices, backend, restarts
+    n_devices = len(lead.sharding.device_set) if isinstance(lead, jax.Array) else 1
+    features = _validation.unit_size(x)
+    backend = next(iter(lead.sharding.device_set)).platform if isinstance(lead, jax.Array) else None
+    chunking = _chunks.plan(n, n_states, features, chunk_size, n_devices, backend, restarts)
+    masks = _fixed_masks(model, fixed, x, starts, from_keys)
+    program = _compiled(
+        model, _history_length(max_iter), from_keys, accelerate, progress, chunking, masks
     )
-    program = _compiled(model, _history_length(max_iter), from_keys, accelerate, progress, chunking)
     # Random starts come from rows that count: a zero-weight row must not seed a component.
     if user_weights is None:
         x_draw = x
     elif sample_weight.is_fully_addressable:
         positive = np.asarray(sample_weight) > 0
-        x_draw = x if positive.all() else x[positive]
+        x_draw = x if positive.all() else _validation.take_units(x, positive)
     else:  # rows on several processes: draw from all of them
         x_draw = x
-    if from_keys and x_draw.shape[0] > DRAW_ROWS and x_draw.is_fully_addressable:
-        # Starts (k-means++ and friends) from a fixed random subset: their
-        # (rows, K) temporaries must not scale with N.
-        pick = np.random.default_rng(0).choice(x_draw.shape[0], DRAW_ROWS, replace=False)
-        x_draw = x_draw[np.sort(pick)]
-    if from_keys and x_draw.shape[0] < getattr(model, "n_components", 1):
+    n_draw = _validation.n_units(x_draw)
+    addressable = all(a.is_fully_addressable for a in jax.tree.leaves(x_draw))
+    if from_keys and n_draw > DRAW_ROWS and addressable:
+        # Starts (k-means++ and friends) from a fixed random subset of the
+        # units (every array of a data pytree alike): their (rows, K)
+        # temporaries must not scale with N.
+        pick = np.random.default_rng(0).choice(n_draw, DRAW_ROWS, replace=False)
+        x_draw = _validation.take_units(x_draw, np.sort(pick))
+        n_draw = DRAW_ROWS
+    if from_keys and n_draw < getattr(model, "n_components", 1):
         raise ValueError(
-            f"sample_weight leaves {x_draw.shape[0]} rows with positive weight, fewer than "
+            f"sample_weight leaves {n_draw} rows with positive weight, fewer than "
             f"n_components={model.n_components}."
         )
     if not from_keys:
-        x_draw = x[:1]  # unused: a fixed shape, so weights and row counts do not recompile
+        # unused: a fixed shape, so weights and row counts do not recompile
+        x_draw = _validation.take_units(x, slice(0, 1))
     weights_arg = None if user_weights is None else sample_weight
-    final, _ = program(x, weights_arg, extra, starts, max_iter, jnp.asarray(tol, x.dtype), x_draw)
+    dtype = _validation.float_dtype()
+    final, _ = program(x, weights_arg, extra, starts, max_iter, jnp.asarray(tol, dtype), x_draw)
 
     objectives = np.asarray(final.point.objective, dtype=np.float64)
     n_iters = np.asarray(final.n_iter)
@@ -500,7 +577,7 @@ def fit(
         )
     elif np.asarray(final.decreased)[best]:
         warnings.warn(
-            _decrease_message(model, params, x.dtype, int(n_iters[best])),
+            _decrease_message(model, params, dtype, int(n_iters[best])),
             RuntimeWarning,
             stacklevel=2,
         )

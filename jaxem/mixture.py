@@ -25,7 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem import _validation
 from jaxem import constraints as _constraints
+from jaxem import fixed as _fixed
 from jaxem import priors as _priors
 from jaxem.chunks import rows_sum
 from jaxem.estep import e_step, pin_labels
@@ -253,6 +255,15 @@ class Mixture(Model):
             for f, c in zip(self.families, components, strict=True)
         ]
 
+    def _mask_blocks(self, masks) -> list:
+        """:meth:`_to_blocks` for ``fixed`` masks: host NumPy arrays stay host arrays."""
+        if self.families is None:
+            return [masks]
+        return [
+            _map_component_leaves(f, c, lambda a: np.asarray(a)[None])
+            for f, c in zip(self.families, masks, strict=True)
+        ]
+
     def _from_blocks(self, blocks: list):
         if self.families is None:
             return blocks[0]
@@ -370,9 +381,23 @@ class Mixture(Model):
             m_input = _MixtureEStep(counts, stats, None)  # never an (N, K) array
         return row_ll, self.log_prior(params), m_input
 
-    def _maximize(self, params, x, sample_weight, m_input, extra: Extra = NO_EXTRA, chunking=None):
+    def _maximize(
+        self,
+        params,
+        x,
+        sample_weight,
+        m_input,
+        extra: Extra = NO_EXTRA,
+        chunking=None,
+        fixed=None,
+    ):
         observed, labels = extra.observed, extra.labels
-        weights = self._update_weights(params.weights, m_input.counts)
+        if fixed is None:
+            weights = self._update_weights(params.weights, m_input.counts)
+            comp_masks = [None] * len(self._blocks)
+        else:
+            weights = self._update_weights(params.weights, m_input.counts, fixed.weights)
+            comp_masks = self._mask_blocks(fixed.components)
         full_resp = m_input.resp
 
         def all_resp():
@@ -383,12 +408,33 @@ class Mixture(Model):
             return full_resp
 
         blocks = []
-        for (family, sl), block, stats in zip(
-            self._slices(), self._to_blocks(params.components), m_input.stats, strict=True
+        for (family, sl), block, stats, masks in zip(
+            self._slices(),
+            self._to_blocks(params.components),
+            m_input.stats,
+            comp_masks,
+            strict=True,
         ):
             cf = closed_form_for(family)
             route = _route(family, x.ndim, observed is not None)
-            if route in ("stats", "missing stats"):
+            held = None if masks is None else jax.tree.leaves(masks)
+            if held is not None and all(m.all() for m in held):
+                blocks.append(block)  # every parameter of this family is fixed
+            elif held is not None and any(m.any() for m in held):
+                # Some fields or components fixed: a closed form would move them
+                # jointly, so this block takes the gradient M-step over the rest.
+                if chunking is None:
+                    resp = all_resp()[:, sl]
+                    blocks.append(
+                        self._gradient_block(family, block, x, sample_weight, resp, observed, masks)
+                    )
+                else:
+                    blocks.append(
+                        self._gradient_block_chunked(
+                            family, sl, block, params, x, sample_weight, extra, chunking, masks
+                        )
+                    )
+            elif route in ("stats", "missing stats"):
                 blocks.append(cf.update(family, block, stats))
             elif route == "feature stats":
                 blocks.append(_feature_update(family, block, stats, x.ndim))
@@ -408,7 +454,9 @@ class Mixture(Model):
                 )
         return MixtureParams(weights, self._from_blocks(blocks))
 
-    def _gradient_block_chunked(self, family, sl, block, params, x, sample_weight, extra, chunking):
+    def _gradient_block_chunked(
+        self, family, sl, block, params, x, sample_weight, extra, chunking, masks=None
+    ):
         """The gradient M-step of one block with Q summed over row chunks.
 
         The responsibilities at θt are recomputed chunk by chunk (and each
@@ -421,23 +469,32 @@ class Mixture(Model):
             def rows(xb, wb, ob, lb):
                 resp, _ = self._posterior(params, xb, wb, ob, lb)
                 wr = resp[:, sl] * wb[:, None]
-                lp = _block_log_prob(family, theta, xb, ob)
+                lp = _block_log_prob(family, _fixed.freeze(masks, theta, block), xb, ob)
                 return jnp.sum(jnp.where(wr > 0, wr * lp, 0)), None
 
             q, _ = rows_sum(
                 rows, chunking, x, sample_weight, extra.observed, extra.labels, checkpoint=True
             )
-            return (q + family.log_prior(theta)) / total
+            return (q + family.log_prior(_fixed.freeze(masks, theta, block))) / total
 
         leaves = component_constraints(family, block)
         return maximize(objective, block, leaves, self.gradient_options)
 
-    def _update_weights(self, weights, counts):
+    def _update_weights(self, weights, counts, mask=None):
         prior = self.weights_prior
+        if mask is not None and mask.all():
+            return weights
         if prior is None or isinstance(prior, _priors.Dirichlet):
             alpha = 1.0 if prior is None else jnp.asarray(prior.concentration, counts.dtype)
             num = counts + alpha - 1
-            return num / jnp.sum(num)
+            if mask is None or not mask.any():
+                return num / jnp.sum(num)
+            # Some weights fixed: the free ones share what is left, in proportion
+            # to their counts (the conditional maximiser on the simplex).
+            mask = np.broadcast_to(mask, weights.shape)
+            left = 1 - jnp.sum(jnp.where(mask, weights, 0))
+            free = jnp.where(mask, 0, num)
+            return jnp.where(mask, weights, free * left / jnp.sum(free))
         total = jnp.sum(counts)
 
         def objective(w):
@@ -446,11 +503,12 @@ class Mixture(Model):
         leaves = _constraints.broadcast(_constraints.simplex, weights)
         return maximize(objective, weights, leaves, self.gradient_options)
 
-    def _gradient_block(self, family, block, x, sample_weight, resp, observed=None):
+    def _gradient_block(self, family, block, x, sample_weight, resp, observed=None, masks=None):
         wr = resp * sample_weight[:, None]
         total = jnp.sum(sample_weight)
 
         def objective(theta):
+            theta = _fixed.freeze(masks, theta, block)
             lp = _block_log_prob(family, theta, x, observed)
             q = jnp.sum(jnp.where(wr > 0, wr * lp, 0))
             return (q + family.log_prior(theta)) / total
@@ -501,6 +559,12 @@ class Mixture(Model):
         conds = [c for c in conds if c is not None]
         return max(conds) if conds else None
 
+    def _event_masks_ok(self, path) -> bool:
+        # The weights' free entries are rescaled to what the fixed ones leave
+        # (the closed form's conditional maximiser; none for another prior).
+        closed = self.weights_prior is None or isinstance(self.weights_prior, _priors.Dirichlet)
+        return closed and len(path) == 1 and getattr(path[0], "name", None) == "weights"
+
     def _check_missing(self, x: np.ndarray) -> None:
         for family, _ in self._blocks:
             if not family.supports_missing(x.ndim):
@@ -512,6 +576,7 @@ class Mixture(Model):
                 )
 
     def _check_data(self, x: np.ndarray) -> None:
+        self._check_array(x)
         if x.shape[0] < self.n_components:
             raise ValueError(
                 f"n_components={self.n_components} is larger than the number of samples "
@@ -519,8 +584,17 @@ class Mixture(Model):
             )
         self._check_support(x)
 
+    def _check_array(self, x) -> None:
+        if _validation.is_unit_tree(x):
+            raise TypeError(
+                "em.Mixture's families read an (N,) or (N, D) array, not a pytree of arrays; "
+                "for data with covariates write the model as em.Model(log_joint, ...), whose "
+                "log_joint receives the pytree."
+            )
+
     def _check_support(self, x: np.ndarray) -> None:
         """The families' data checks (support, shape), for any number of rows."""
+        self._check_array(x)
         for family, _ in self._blocks:
             family.validate_data(x)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxem import _validation
 from jaxem import constraints as _constraints
+from jaxem import fixed as _fixed
 from jaxem.chunks import rows_sum
 from jaxem.estep import e_step, pin_labels
 from jaxem.mstep import GradientOptions, maximize
@@ -123,13 +124,28 @@ class Model:
             return row_ll, self.log_prior(params), resp
 
         def rows(xb, wb, lb):
-            return jnp.zeros((), x.dtype), self._posterior(params, xb, wb, lb)[1]
+            return jnp.zeros((), wb.dtype), self._posterior(params, xb, wb, lb)[1]
 
         _, row_ll = rows_sum(rows, chunking, x, sample_weight, extra.labels)
         return row_ll, self.log_prior(params), None
 
-    def _maximize(self, params, x, sample_weight, resp, extra: Extra = NO_EXTRA, chunking=None):
-        """M-step from the responsibilities of the E-step at ``params``."""
+    def _maximize(
+        self,
+        params,
+        x,
+        sample_weight,
+        resp,
+        extra: Extra = NO_EXTRA,
+        chunking=None,
+        fixed=None,
+    ):
+        """M-step from the responsibilities of the E-step at ``params``.
+
+        ``fixed``: masks (:mod:`jaxem.fixed`) of entries held at ``params``'s
+        values; the gradient M-step moves only the others. A custom
+        ``m_step`` runs as given and the engine restores the fixed entries
+        after it (so it must be a conditional maximiser for them).
+        """
         if resp is None and (self.m_step is not None or chunking is None):
             resp = self._posterior(params, x, sample_weight, extra.labels)[0]
         if self.m_step is not None:
@@ -137,7 +153,7 @@ class Model:
         total = jnp.sum(sample_weight)
 
         def q_rows(theta, xb, wb, rb):
-            lj = self.log_joint(theta, xb)
+            lj = self.log_joint(_fixed.freeze(fixed, theta, params), xb)
             return jnp.sum(jnp.where(rb > 0, wb[:, None] * rb * lj, 0))
 
         def objective(theta):
@@ -150,10 +166,14 @@ class Model:
                     return q_rows(theta, xb, wb, rb), None
 
                 q, _ = rows_sum(rows, chunking, x, sample_weight, extra.labels, checkpoint=True)
-            return (q + self.log_prior(theta)) / total
+            return (q + self.log_prior(_fixed.freeze(fixed, theta, params))) / total
 
         leaves = _constraints.broadcast(self.constraints, params)
         return maximize(objective, params, leaves, self.gradient_options)
+
+    def _event_masks_ok(self, path) -> bool:
+        """Whether ``fixed=`` may fix single entries of the constrained leaf at ``path``."""
+        return False
 
     def _draw(self, key, x):
         """One random start."""
@@ -209,17 +229,19 @@ class Model:
                     f"init parameter {jax.tree_util.keystr(path)} is outside its support "
                     f"({con!r}): {np.asarray(leaf)}."
                 )
+        shapes = jax.tree.map(np.shape, x)
+        n = _validation.n_units(x)
         try:
             out = jax.eval_shape(self.log_joint, params, x)
         except (TypeError, ValueError) as err:
             raise ValueError(
-                f"the parameters do not fit data of shape {x.shape} (check the number of "
+                f"the parameters do not fit data of shape {shapes} (check the number of "
                 f"features and components): log_joint(params, x) failed with: {err}"
             ) from err
-        if out.ndim != 2 or out.shape[0] != x.shape[0]:
+        if out.ndim != 2 or out.shape[0] != n:
             raise ValueError(
-                f"log_joint(params, x) must return shape (N, K) = ({x.shape[0]}, K); "
-                f"it returned {out.shape}."
+                f"log_joint(params, x) must return shape (N, K) = ({n}, K), one row per unit "
+                f"of x; it returned {out.shape}."
             )
         lp = jax.eval_shape(self.log_prior, params)
         if lp.shape != ():

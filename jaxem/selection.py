@@ -16,51 +16,66 @@ import numpy as np
 
 from jaxem import _validation
 from jaxem import constraints as _constraints
+from jaxem import fixed as _fixed
 from jaxem.estep import log_likelihood
 from jaxem.model import Model
 
 __all__ = ["n_parameters", "bic", "aic"]
 
 
-def n_parameters(model: Model, params) -> int:
+def n_parameters(model: Model, params, *, fixed=None) -> int:
     """Number of free parameters of ``model`` at ``params`` (shapes only).
 
     Args:
         model: an ``em.Model`` or ``em.Mixture``.
         params: a parameter pytree of the model (e.g. ``FitResult.params``).
+        fixed: what ``em.fit(..., fixed=...)`` held fixed: not counted. With
+            some mixture weights fixed, the free ones share what those leave,
+            so they count one fewer than there are.
 
     Example:
         >>> em.n_parameters(em.Mixture(em.Normal(), 3), res.params)   # 2 + 3 + 3 = 8
+        >>> em.n_parameters(model, res.params, fixed={"weights"})     # 6
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be an em.Model or em.Mixture, got {type(model).__name__}.")
     leaves = _constraints.broadcast(model.constraints, params)
     cons = jax.tree.leaves(leaves, is_leaf=lambda c: isinstance(c, _constraints.Constraint))
     values = jax.tree.leaves(params)
-    return sum(c.n_free(tuple(np.shape(v))) for c, v in zip(cons, values, strict=True))
+    masks = _fixed.resolve(fixed, params, model.constraints, model._event_masks_ok)
+    flags = [None] * len(values) if masks is None else jax.tree.leaves(masks)
+    return sum(
+        _fixed.n_free(c, tuple(np.shape(v)), m) for c, v, m in zip(cons, values, flags, strict=True)
+    )
 
 
-def bic(model: Model, params, x) -> float:
+def bic(model: Model, params, x, *, fixed=None) -> float:
     """Bayesian information criterion ``-2 log L + p log N`` (lower is better).
 
     Args:
         model: an ``em.Model`` or ``em.Mixture``.
         params: its parameters (e.g. ``FitResult.params``).
-        x: ``(N,)`` or ``(N, D)`` data; ``log L`` is summed over its rows.
+        x: ``(N,)`` or ``(N, D)`` data, or a pytree of arrays of N units;
+            ``log L`` is summed over its rows (units).
+        fixed: the ``fixed=`` of the fit: fixed parameters are not counted.
 
     Example:
         >>> em.bic(model, res.params, x)
     """
-    n = _validation.as_float_array(x).shape[0]
+    n = (
+        _validation.n_units(x)
+        if _validation.is_unit_tree(x)
+        else _validation.as_float_array(x).shape[0]
+    )
     ll = float(log_likelihood(model, params, x))
-    return -2.0 * ll + n_parameters(model, params) * math.log(n)
+    return -2.0 * ll + n_parameters(model, params, fixed=fixed) * math.log(n)
 
 
-def aic(model: Model, params, x) -> float:
+def aic(model: Model, params, x, *, fixed=None) -> float:
     """Akaike information criterion ``-2 log L + 2 p`` (lower is better).
 
     Example:
         >>> em.aic(model, res.params, x)
     """
     ll = float(log_likelihood(model, params, x))
-    return -2.0 * ll + 2.0 * n_parameters(model, params)
+    return -2.0 * ll + 2.0 * n_parameters(model, params, fixed=fixed)

@@ -1,0 +1,193 @@
+"""Parameters held fixed during EM: ``em.fit(..., fixed=...)``.
+
+``fixed`` names the parameters that keep their starting values: a set of field
+names (``{"weights"}``, ``{"mean"}``: every leaf whose path has that name), or
+a pytree prefix of the parameters whose leaves are booleans or boolean arrays
+(``MixtureParams(weights=True, components=False)``,
+``{"b": np.array([True, False])}``). A boolean array covers the leading axes
+of its leaf (one flag per component, say) and broadcasts over the rest.
+
+It is resolved once, on the host, into *masks*: one boolean array per leaf of
+the parameters, of the leaf's number of dimensions (size-1 axes broadcast).
+The engine then (1) lets each M-step maximise over the free entries only,
+which keeps the update a conditional maximiser (ECM) so EM stays monotone,
+and (2) restores the fixed entries after every update and extrapolation, so
+they keep their starting values to the last bit.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxem import constraints as _constraints
+
+__all__ = ["resolve", "restore", "freeze", "cache_key", "n_free", "event_ndim"]
+
+
+def event_ndim(constraint) -> int:
+    """Trailing axes a constraint ties together (a simplex's last, a covariance's two)."""
+    if constraint is _constraints.simplex:
+        return 1
+    if constraint is _constraints.positive_definite:
+        return 2
+    return 0
+
+
+def _names(path) -> set[str]:
+    out = set()
+    for entry in path:
+        if isinstance(entry, jax.tree_util.DictKey):
+            out.add(str(entry.key))
+        elif isinstance(entry, jax.tree_util.GetAttrKey):
+            out.add(entry.name)
+    return out
+
+
+def _is_spec_leaf(node) -> bool:
+    return isinstance(node, (bool, np.bool_, np.ndarray, jax.Array))
+
+
+def _broadcast(spec, params, where: str = "fixed"):
+    """``spec`` (a prefix of ``params`` with boolean leaves) expanded to every leaf."""
+    if _is_spec_leaf(spec):
+        return jax.tree.map(lambda _: spec, params)
+    if spec is None:
+        return jax.tree.map(lambda _: False, params)
+    fields = getattr(type(params), "_fields", None)
+    if isinstance(spec, dict):
+        names = list(params) if isinstance(params, dict) else fields
+        if names is None:
+            raise ValueError(f"{where}: a dict, but the parameters here are not a dict.")
+        unknown = set(spec) - set(names)
+        if unknown:
+            raise ValueError(
+                f"{where} names {sorted(unknown)}, which are not parameters; the parameters "
+                f"are {sorted(names)}."
+            )
+        if isinstance(params, dict):
+            return {k: _broadcast(spec.get(k), v, f"{where}[{k!r}]") for k, v in params.items()}
+        return type(params)(
+            *(_broadcast(spec.get(f), getattr(params, f), f"{where}.{f}") for f in fields)
+        )
+    if isinstance(spec, (tuple, list)) and isinstance(params, (tuple, list)):
+        if len(spec) != len(params):
+            raise ValueError(f"{where} has {len(spec)} entries, the parameters {len(params)}.")
+        parts = [
+            _broadcast(s, p, f"{where}[{i}]")
+            for i, (s, p) in enumerate(zip(spec, params, strict=True))
+        ]
+        return type(params)(*parts) if fields is not None else type(params)(parts)
+    raise TypeError(
+        f"{where} must be a set of parameter names or a pytree prefix of the parameters "
+        f"with booleans (or boolean arrays) as leaves; got {spec!r}."
+    )
+
+
+def resolve(fixed, params, constraints, event_masks_ok=lambda path: False):
+    """Masks for ``fixed`` on parameters shaped like ``params`` (``None`` if nothing is fixed).
+
+    Args:
+        fixed: ``None``, a collection of names, or a boolean pytree prefix.
+        params: parameters (arrays or ``ShapeDtypeStruct``) with the start's shapes.
+        constraints: the model's constraint pytree.
+        event_masks_ok: whether the leaf at a path may fix single entries of a
+            constrained vector (the mixture weights: the rest are rescaled).
+
+    Raises:
+        TypeError / ValueError: naming the part of ``fixed`` that does not fit.
+    """
+    if fixed is None:
+        return None
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    if isinstance(fixed, (set, frozenset)) or (
+        isinstance(fixed, (list, tuple)) and fixed and all(isinstance(f, str) for f in fixed)
+    ):
+        wanted = set(fixed)
+        known = set().union(*(_names(path) for path, _ in flat))
+        unknown = wanted - known
+        if unknown:
+            raise ValueError(
+                f"fixed names {sorted(unknown)}, which are not parameter names; the names "
+                f"are {sorted(known)}."
+            )
+        specs = [bool(_names(path) & wanted) for path, _ in flat]
+    else:
+        specs = jax.tree.leaves(_broadcast(fixed, params), is_leaf=_is_spec_leaf)
+    leaves = _constraints.broadcast(constraints, params)
+    cons = jax.tree.leaves(leaves, is_leaf=lambda c: isinstance(c, _constraints.Constraint))
+    masks = []
+    for (path, leaf), spec, con in zip(flat, specs, cons, strict=True):
+        where = f"fixed{jax.tree_util.keystr(path)}"
+        shape = tuple(np.shape(leaf))
+        mask = np.asarray(spec)
+        if mask.dtype != np.bool_:
+            raise TypeError(f"{where} must be booleans, got dtype {mask.dtype}.")
+        if mask.shape != shape[: mask.ndim]:
+            raise ValueError(
+                f"{where} has shape {mask.shape}; it must be a bool or cover the leading axes "
+                f"of the parameter, whose shape is {shape}."
+            )
+        mask = mask.reshape(mask.shape + (1,) * (len(shape) - mask.ndim))
+        tied = event_ndim(con)
+        if tied and mask.ndim and not event_masks_ok(path):
+            event = mask.reshape(mask.shape[: len(shape) - tied] + (-1,))
+            if np.any(event.any(axis=-1) != event.all(axis=-1)):
+                raise ValueError(
+                    f"{where} fixes some entries of a {con!r} value but not others; fix each "
+                    "vector or matrix whole (flags over the leading axes only)."
+                )
+        masks.append(mask)
+    if not any(m.any() for m in masks):
+        return None
+    return jax.tree_util.tree_unflatten(jax.tree.structure(params), masks)
+
+
+def restore(masks, new, old):
+    """``new`` with the fixed entries taken from ``old`` (``masks`` None: ``new``)."""
+    if masks is None:
+        return new
+    return jax.tree.map(lambda m, a, b: jnp.where(m, b, a) if m.any() else a, masks, new, old)
+
+
+def freeze(masks, theta, old):
+    """``theta`` with the fixed entries replaced by ``old``'s, which carry no gradient.
+
+    Inside a gradient M-step's objective: the maximiser then moves only the
+    free entries (their gradient is the conditional one).
+    """
+    if masks is None:
+        return theta
+    return jax.tree.map(
+        lambda m, a, b: jnp.where(m, jax.lax.stop_gradient(b), a) if m.any() else a,
+        masks,
+        theta,
+        old,
+    )
+
+
+def cache_key(masks):
+    """A hashable summary of ``masks`` (part of a compiled program's key)."""
+    if masks is None:
+        return None
+    return tuple((m.shape, m.tobytes()) for m in jax.tree.leaves(masks))
+
+
+def n_free(constraint, shape: tuple, mask) -> int:
+    """Free dimensions of a leaf of ``shape`` under ``constraint`` with ``mask`` fixed."""
+    full = constraint.n_free(shape)
+    if mask is None or not np.any(mask):
+        return full
+    if np.all(mask):
+        return 0
+    tied = event_ndim(constraint)
+    flags = np.broadcast_to(mask, shape)
+    if not tied:
+        return int(np.sum(~flags))
+    per = flags.reshape(shape[: len(shape) - tied] + (-1,))
+    if constraint is _constraints.simplex:
+        # Each vector's free entries share what the fixed ones leave: one fewer.
+        return int(np.sum(np.maximum(np.sum(~per, axis=-1) - 1, 0)))
+    free_batches = int(np.sum(~per.all(axis=-1)))
+    return full // max(int(np.prod(per.shape[:-1], dtype=np.int64)), 1) * free_batches

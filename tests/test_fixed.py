@@ -1,0 +1,184 @@
+"""``fixed=``: parameters held at their starting values on every M-step path.
+
+References: a float64 NumPy EM for a 1-D normal mixture whose M-step is the
+conditional maximiser given the fixed values (weights in proportion to the
+counts of what the fixed ones leave; variances about the fixed means).
+"""
+
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import jaxem as em
+from jaxem import priors
+
+sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+from regression_model import MODEL as REGRESSION  # noqa: E402
+from regression_model import data  # noqa: E402
+
+sys.path.pop(0)
+
+RNG = np.random.default_rng(0)
+X = np.concatenate([RNG.normal(0, 1, 300), RNG.normal(4, 0.5, 200)])
+NORMAL = em.Mixture(em.Normal(), 2)
+START = em.MixtureParams(
+    np.array([0.3, 0.7]), em.NormalParams(mean=np.array([-1.0, 3.0]), var=np.array([1.0, 1.0]))
+)
+
+
+def numpy_em(x, start, n_iter, fix_weights=(False, False), fix_mean=False, fix_var=(False, False)):
+    w = np.array(start.weights, float)
+    mu = np.array(start.components.mean, float)
+    var = np.array(start.components.var, float)
+    fw, fv = np.array(fix_weights), np.array(fix_var)
+    for _ in range(n_iter):
+        lj = np.log(w) - 0.5 * np.log(2 * np.pi * var) - 0.5 * (x[:, None] - mu) ** 2 / var
+        r = np.exp(lj - lj.max(1, keepdims=True))
+        r /= r.sum(1, keepdims=True)
+        n = r.sum(0)
+        if not fw.all():
+            left = 1 - w[fw].sum()
+            w = np.where(fw, w, n * left / n[~fw].sum())
+        if not fix_mean:
+            mu = (r * x[:, None]).sum(0) / n
+        var = np.where(fv, var, (r * (x[:, None] - mu) ** 2).sum(0) / n)
+    return w, mu, var
+
+
+def _params(res):
+    p = res.params
+    return [np.asarray(a) for a in (p.weights, p.components.mean, p.components.var)]
+
+
+CASES = {
+    "weights by name (closed form)": ({"weights"}, dict(fix_weights=(True, True))),
+    "one weight (closed form)": (
+        em.MixtureParams(weights=np.array([True, False]), components=False),
+        dict(fix_weights=(True, False)),
+    ),
+    "means by name (gradient)": ({"mean"}, dict(fix_mean=True)),
+    "one variance (gradient)": (
+        {"components": {"var": np.array([False, True])}},
+        dict(fix_var=(False, True)),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fixed_fit_equals_the_conditional_numpy_em(case):
+    fixed, ref_kw = CASES[case]
+    with jax.enable_x64(True):
+        res = em.fit(NORMAL, X, init=START, fixed=fixed, max_iter=25, tol=0.0)
+    ref = numpy_em(X, START, 25, **ref_kw)
+    for ours, theirs in zip(_params(res), ref, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-7, atol=1e-9)
+    assert np.all(np.diff(res.history) >= -1e-12 * abs(res.history[-1]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("accelerate", [None, "squarem"])
+@pytest.mark.parametrize("chunk_size", [None, 64])
+def test_fixed_entries_stay_exact_under_squarem_chunks_and_restarts(accelerate, chunk_size):
+    fixed = {"weights": np.array([True, False]), "components": {"var": np.array([False, True])}}
+    stacked = jax.tree.map(lambda a: np.stack([a, a * 1.1 if a.ndim else a]), START)
+    stacked = stacked._replace(weights=np.array([[0.3, 0.7], [0.4, 0.6]]))
+    res = em.fit(
+        NORMAL,
+        X,
+        init=stacked,
+        restarts=2,
+        fixed=fixed,
+        accelerate=accelerate,
+        chunk_size=chunk_size,
+        max_iter=300,
+    )
+    w, _, var = _params(res)
+    best = int(np.argmax(res.restart_objectives))
+    assert w[0] == np.float32(stacked.weights[best, 0])  # to the last bit
+    assert var[1] == np.float32(stacked.components.var[best, 1])
+    assert abs(w.sum() - 1) < 1e-6 and res.converged
+    assert np.all(np.diff(res.history) >= -1e-5 * abs(res.history[-1]))
+
+
+def test_random_starts_keep_their_drawn_values():
+    # A mixture's random starts have equal weights: fixed, they stay 1/K.
+    res = em.fit(
+        em.Mixture(em.Normal(), 3), X, key=jax.random.key(0), restarts=4, fixed={"weights"}
+    )
+    np.testing.assert_array_equal(np.asarray(res.params.weights), np.full(3, np.float32(1 / 3)))
+
+
+def test_a_reference_component_of_a_gaussian_mixture():
+    x2 = np.column_stack([X, RNG.normal(size=X.size)])
+    model = em.Mixture(em.MultivariateNormal("full"), 2, weights_prior=priors.Dirichlet(2.0))
+    start = em.fit(model, x2, key=jax.random.key(1), max_iter=0).params
+    keep = np.array([True, False])
+    fixed = {"components": em.MultivariateNormalParams(mean=keep, cov=keep)}
+    res = em.fit(model, x2, init=start, fixed=fixed, max_iter=50)
+    np.testing.assert_array_equal(res.params.components.mean[0], start.components.mean[0])
+    np.testing.assert_array_equal(res.params.components.cov[0], start.components.cov[0])
+    assert not np.allclose(res.params.components.mean[1], start.components.mean[1])
+    assert np.all(np.diff(res.history) >= -1e-5 * abs(res.history[-1]))
+    # 2 components × (2 means + 3 covariance entries) + 1 weight, less component 0's 5.
+    assert em.n_parameters(model, res.params) == 11
+    assert em.n_parameters(model, res.params, fixed=fixed) == 6
+
+
+@pytest.mark.slow
+def test_a_custom_model_with_a_fixed_coefficient():
+    d = data(800, seed=5)
+    start = em.fit(REGRESSION, d, key=jax.random.key(0), max_iter=0).params
+    fixed = {"b1": np.array([True, False]), "mismatch": True}
+    res = em.fit(REGRESSION, d, init=start, fixed=fixed, max_iter=20, tol=0.0)
+    assert res.params["b1"][0] == start["b1"][0]
+    assert res.params["b1"][1] != start["b1"][1]
+    assert np.all(np.diff(res.history) >= -1e-5 * abs(res.history[-1]))
+    full = em.n_parameters(REGRESSION, start)
+    assert em.n_parameters(REGRESSION, start, fixed=fixed) == full - 2
+
+
+def test_counts_of_free_parameters():
+    model = em.Mixture(em.Normal(), 3)
+    p = em.fit(model, X, key=jax.random.key(0), max_iter=0).params
+    count = lambda fixed: em.n_parameters(model, p, fixed=fixed)  # noqa: E731
+    assert count(None) == 8
+    assert count({"weights"}) == 6
+    assert count(em.MixtureParams(np.array([True, False, False]), False)) == 7
+    assert count(em.MixtureParams(np.array([True, True, False]), False)) == 6
+    assert count({"mean"}) == 5
+    assert count({"components": {"var": np.array([True, False, False])}}) == 7
+    ll = float(em.log_likelihood(model, p, X))
+    assert em.bic(model, p, X, fixed={"mean"}) == pytest.approx(-2 * ll + 5 * np.log(X.size))
+    assert em.aic(model, p, X, fixed={"mean"}) == pytest.approx(-2 * ll + 10)
+
+
+BAD = [
+    ({"means"}, ValueError, r"fixed names \['means'\], which are not parameter names"),
+    ({"components": {"var": np.array([True, False, True])}}, ValueError, "leading axes"),
+    (
+        {"components": {"sd": True}},
+        ValueError,
+        r"fixed.components names \['sd'\], which are not parameters",
+    ),
+    ({"weights": np.array([1, 0])}, TypeError, "must be booleans"),
+    (42, TypeError, "set of parameter names or a pytree prefix"),
+]
+
+
+@pytest.mark.parametrize("fixed, error, message", BAD)
+def test_bad_fixed_specs_are_refused_before_tracing(fixed, error, message):
+    with pytest.raises(error, match=message):
+        em.fit(NORMAL, X, init=START, fixed=fixed)
+
+
+def test_part_of_a_covariance_cannot_be_fixed():
+    model = em.Mixture(em.MultivariateNormal("full"), 2)
+    x2 = np.column_stack([X, X])
+    start = em.fit(model, x2, key=jax.random.key(0), max_iter=0).params
+    inside = np.zeros((2, 2, 2), bool)
+    inside[0, 0, 1] = True
+    with pytest.raises(ValueError, match="fix each vector or matrix whole"):
+        em.fit(model, x2, init=start, fixed={"components": {"cov": inside}})

@@ -1,0 +1,153 @@
+"""Data as a pytree of units: covariates travel with their rows through every path of fit.
+
+The model is a mixture of two linear regressions written as a plain ``em.Model``
+on ``{"y": (N,), "u": (N,)}`` (tests/scripts/regression_model.py). The reference
+is a float64 NumPy EM with the closed-form M-step (weighted least squares) from
+the same start; jaxem's gradient M-step must reach the same maximiser.
+"""
+
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from scipy.special import logsumexp, softmax
+
+import jaxem as em
+from jaxem import chunks
+
+sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+from regression_model import MODEL, data, log_joint, numpy_em  # noqa: E402
+
+sys.path.pop(0)
+
+D = data(2000)
+
+
+def _start(d, key=0):
+    return em.fit(MODEL, d, key=jax.random.key(key), max_iter=0).params
+
+
+def _close(params, ref, rtol):
+    for name in ("w", "b0", "b1", "v"):
+        np.testing.assert_allclose(np.asarray(params[name]), ref[name], rtol=rtol, err_msg=name)
+
+
+def test_covariate_model_equals_float64_numpy_em_from_the_same_start():
+    w = np.random.default_rng(1).integers(0, 3, len(D["y"])).astype(float)
+    with jax.enable_x64(True):
+        start = _start(D)
+        res = em.fit(MODEL, D, init=start, max_iter=12, tol=0.0)
+        weighted = em.fit(MODEL, D, init=start, max_iter=12, tol=0.0, sample_weight=w)
+    _close(res.params, numpy_em(D, start, 12), rtol=1e-7)
+    _close(weighted.params, numpy_em(D, start, 12, weights=w), rtol=1e-7)
+    assert np.all(np.diff(res.history) >= -1e-9 * abs(res.history[-1]))
+
+
+@pytest.mark.slow
+def test_chunked_equals_unchunked_with_weights_and_labels():
+    w = np.random.default_rng(2).uniform(0.5, 2.0, len(D["y"]))
+    labels = np.full(len(D["y"]), -1)
+    labels[:20] = 0
+    with jax.enable_x64(True):
+        start = _start(D)
+        kw = dict(init=start, max_iter=8, tol=0.0, sample_weight=w, labels=labels)
+        one = em.fit(MODEL, D, **kw)
+        many = em.fit(MODEL, D, chunk_size=64, **kw)  # 2000 = 31 chunks of 64 + padding
+    assert many.objective == pytest.approx(one.objective, rel=1e-12)
+    _close(many.params, {k: np.asarray(v) for k, v in one.params.items()}, rtol=1e-8)
+
+
+@pytest.mark.slow
+def test_restarts_draw_from_every_array_of_the_data():
+    # y == 2u + 1 row by row: a start drawn from y and u of different rows would see a
+    # mismatch. 70000 units > the 65536-unit draw subset; zero weights drop some.
+    u = np.random.default_rng(3).uniform(0, 10, 70_000)
+    d = {"y": 2 * u + 1, "u": u}
+    w = np.ones(len(u))
+    w[::3] = 0
+    for weights in (None, w):
+        res = em.fit(MODEL, d, key=jax.random.key(0), restarts=3, max_iter=0, sample_weight=weights)
+        assert float(res.params["mismatch"]) < 1e-4
+
+
+@pytest.mark.slow
+def test_a_million_units_under_the_default_chunking():
+    big = data(1_000_000, seed=4)
+    assert chunks.plan(1_000_000, 2, 2, None) is not None  # the default chunks this size
+    with jax.enable_x64(True):
+        start = _start(big)
+        auto = em.fit(MODEL, big, init=start, max_iter=2, tol=0.0)
+        one_pass = em.fit(MODEL, big, init=start, max_iter=2, tol=0.0, chunk_size=10**7)
+    assert auto.objective == pytest.approx(one_pass.objective, rel=1e-12)
+    _close(auto.params, numpy_em(big, start, 2), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_scoring_functions_take_the_pytree():
+    params = em.fit(MODEL, D, key=jax.random.key(0), restarts=4).params
+    p64 = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    lj = np.asarray(log_joint(p64, {k: np.asarray(v) for k, v in D.items()}))
+    r = np.asarray(em.responsibilities(MODEL, params, D))
+    np.testing.assert_allclose(r, softmax(lj, axis=1), atol=1e-5)
+    np.testing.assert_array_equal(em.predict(MODEL, params, D), np.argmax(r, axis=1))
+    ll = logsumexp(lj, axis=1).sum()
+    assert float(em.log_likelihood(MODEL, params, D)) == pytest.approx(ll, rel=1e-5)
+    p = em.n_parameters(MODEL, params)
+    assert em.bic(MODEL, params, D) == pytest.approx(-2 * ll + p * np.log(2000), rel=1e-5)
+    one = {k: v[:1] for k, v in D.items()}  # one unit scores fine
+    assert em.responsibilities(MODEL, params, one).shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_tuples_and_namedtuples_are_data_too():
+    from typing import NamedTuple
+
+    class Rows(NamedTuple):
+        y: np.ndarray
+        u: np.ndarray
+
+    def as_dict(d):
+        return {"y": d.y, "u": d.u} if isinstance(d, Rows) else {"y": d[0], "u": d[1]}
+
+    def lj(p, d):
+        return log_joint(p, as_dict(d))
+
+    def init(key, d):
+        return {k: v for k, v in MODEL.init(key, as_dict(d)).items() if k != "mismatch"}
+
+    model = em.Model(lj, init=init, constraints=MODEL.constraints)
+    ref = em.fit(model, (D["y"], D["u"]), key=jax.random.key(0), restarts=2)
+    res = em.fit(model, Rows(D["y"], D["u"]), key=jax.random.key(0), restarts=2)
+    assert res.objective == ref.objective
+
+
+BAD = [
+    ({"y": D["y"], "u": D["u"][:-1]}, ValueError, r"share their leading axis.*\['y'\] has 2000"),
+    ({"y": D["y"], "u": 3.0}, ValueError, r"x\['u'\] is a scalar"),
+    ({"y": D["y"], "u": np.where(np.arange(2000) == 5, np.nan, D["u"])}, ValueError, "NaN"),
+    ({"y": D["y"], "u": D["u"].astype(str)}, TypeError, r"x\['u'\] must hold numbers"),
+    ({"y": D["y"][:0], "u": D["u"][:0]}, ValueError, "no units"),
+    ({}, ValueError, "empty pytree"),
+]
+
+
+@pytest.mark.parametrize("d, error, message", BAD)
+def test_bad_pytrees_are_refused_before_tracing(d, error, message):
+    with pytest.raises(error, match=message):
+        em.fit(MODEL, d, key=0)
+
+
+def test_weights_labels_and_missing_follow_the_units():
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(2000,\)"):
+        em.fit(MODEL, D, key=0, sample_weight=np.ones(1999))
+    with pytest.raises(ValueError, match=r"labels must have shape \(2000,\)"):
+        em.fit(MODEL, D, key=0, labels=np.zeros(3))
+    with pytest.raises(ValueError, match="pytree"):
+        em.fit(MODEL, D, key=0, missing="marginalize")
+
+
+def test_a_mixture_of_families_asks_for_an_array():
+    with pytest.raises(TypeError, match=r"em.Mixture's families read an \(N,\) or \(N, D\) array"):
+        em.fit(em.Mixture(em.Normal(), 2), D, key=0)
