@@ -142,6 +142,7 @@ def test_convergence_warning_is_both_jaxems_and_sklearns():
         em.GaussianMixture(3, max_iter=0).fit(X_OVERLAP)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_more_restarts_are_never_worse(dtype):
     """scikit-learn's test_init: n_init=10 never ends below n_init=1 (same random_state)."""

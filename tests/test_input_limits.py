@@ -95,6 +95,7 @@ def test_more_restarts_include_the_first_start():
     assert many.objective >= one.objective
 
 
+@pytest.mark.slow
 def test_duplicate_columns_in_float32_blame_conditioning_first():
     from sklearn.datasets import load_iris
 

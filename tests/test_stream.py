@@ -101,6 +101,7 @@ def test_factory_batches_are_all_used_once_per_pass():
         np.testing.assert_array_equal(np.asarray(v), np.asarray(u))
 
 
+@pytest.mark.slow
 def test_factory_must_create_a_fresh_iterable_each_pass():
     def make_batches():
         return (X[i : i + 1000] for i in range(0, len(X), 1000))
