@@ -156,7 +156,20 @@ def _prepare_tree(model, x, missing, fitting: bool):
             "given as a pytree (dict or tuple of arrays) handle missing entries in log_joint "
             "(mask them) or impute them."
         )
-    flat, treedef = jax.tree_util.tree_flatten_with_path(x)
+    if (
+        isinstance(x, tuple)
+        and not hasattr(x, "_fields")
+        and all(isinstance(v, numbers.Number) for v in x)
+    ):
+        raise TypeError(
+            "x is a tuple of numbers; a tuple is a pytree of arrays (one per kind of data). "
+            "Pass np.asarray(x) or a list for one array of values."
+        )
+    # A list inside the pytree is one array (as at the top level), and a None
+    # leaf is an error rather than an empty subtree.
+    flat, treedef = jax.tree_util.tree_flatten_with_path(
+        x, is_leaf=lambda a: a is None or isinstance(a, list)
+    )
     if not flat:
         raise ValueError("x is an empty pytree; pass at least one array of units.")
     n = None
@@ -205,7 +218,7 @@ def _prepare_tree(model, x, missing, fitting: bool):
         raise ValueError("x has no units (a leading axis of length 0); pass at least one.")
     tree = jax.tree_util.tree_unflatten(treedef, out)
     (model._check_data if fitting else model._check_support)(tree)
-    return tree if missing != "marginalize" else (tree, None)
+    return tree
 
 
 def prepare_data(model, x, missing: str | None = None, *, fitting: bool = True):

@@ -140,8 +140,8 @@ def check_m_step(
     if not isinstance(model, Model):
         raise TypeError(f"model must be an em.Model or em.Mixture, got {type(model).__name__}.")
     xd = _validation.prepare_data(model, x)
-    w = _validation.prepare_sample_weight(sample_weight, xd.shape[0])
-    f64 = xd.dtype == jnp.float64
+    w = _validation.prepare_sample_weight(sample_weight, _validation.n_units(xd))
+    f64 = _validation.float_dtype() == jnp.float64
     rtol = rtol if rtol is not None else (1e-7 if f64 else 1e-3)
     atol = atol if atol is not None else (1e-9 if f64 else 1e-5)
     if params is None:

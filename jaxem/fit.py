@@ -136,7 +136,7 @@ def _em_parts(
         held = (
             evaluate
             if masks is None
-            else lambda params: evaluate(_fixed.restore(masks, params, s.point.params))
+            else lambda params: evaluate(_fixed.restore(masks, params, s.point.params, leaves))
         )
         new, evals, step_max = strategy(em_map, held, leaves, s.point, s.step_max)
         # The improvement summed row by row: the difference of two float32

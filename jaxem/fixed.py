@@ -131,6 +131,9 @@ def resolve(fixed, params, constraints, event_masks_ok=lambda path: False):
             )
         mask = mask.reshape(mask.shape + (1,) * (len(shape) - mask.ndim))
         tied = event_ndim(con)
+        custom = not tied and type(con).n_free is not _constraints.Constraint.n_free
+        if custom:
+            tied = len(shape)  # a custom constraint's entries may be tied: fix it whole
         if tied and mask.ndim and not event_masks_ok(path):
             event = mask.reshape(mask.shape[: len(shape) - tied] + (-1,))
             if np.any(event.any(axis=-1) != event.all(axis=-1)):
@@ -138,17 +141,44 @@ def resolve(fixed, params, constraints, event_masks_ok=lambda path: False):
                     f"{where} fixes some entries of a {con!r} value but not others; fix each "
                     "vector or matrix whole (flags over the leading axes only)."
                 )
+        if custom and mask.any() and not mask.all():
+            raise ValueError(f"{where}: a {con!r} parameter can only be fixed whole (True).")
         masks.append(mask)
     if not any(m.any() for m in masks):
         return None
     return jax.tree_util.tree_unflatten(jax.tree.structure(params), masks)
 
 
-def restore(masks, new, old):
-    """``new`` with the fixed entries taken from ``old`` (``masks`` None: ``new``)."""
+def restore(masks, new, old, constraint_leaves=None):
+    """``new`` with the fixed entries taken from ``old`` (``masks`` None: ``new``).
+
+    With ``constraint_leaves`` (one constraint per leaf), a simplex with some
+    entries fixed has its free entries rescaled to what the fixed ones leave:
+    an extrapolated point (SQUAREM moves every log-ratio coordinate) stays on
+    the simplex.
+    """
     if masks is None:
         return new
-    return jax.tree.map(lambda m, a, b: jnp.where(m, b, a) if m.any() else a, masks, new, old)
+    if constraint_leaves is None:
+        cons = [None] * len(jax.tree.leaves(masks))
+    else:
+        cons = jax.tree.leaves(
+            constraint_leaves, is_leaf=lambda c: isinstance(c, _constraints.Constraint)
+        )
+    flat_m, tree = jax.tree.flatten(masks)
+    out = []
+    for m, a, b, con in zip(flat_m, jax.tree.leaves(new), jax.tree.leaves(old), cons, strict=True):
+        if not m.any():
+            out.append(a)
+            continue
+        held = jnp.where(m, b, a)
+        if con is _constraints.simplex and not m.all():
+            m = np.broadcast_to(m, np.shape(a))
+            left = 1 - jnp.sum(jnp.where(m, b, 0), axis=-1, keepdims=True)
+            free = jnp.sum(jnp.where(m, 0, a), axis=-1, keepdims=True)
+            held = jnp.where(m, b, a * left / jnp.where(free > 0, free, 1))
+        out.append(held)
+    return jax.tree.unflatten(tree, out)
 
 
 def freeze(masks, theta, old):

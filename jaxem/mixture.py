@@ -494,7 +494,8 @@ class Mixture(Model):
             mask = np.broadcast_to(mask, weights.shape)
             left = 1 - jnp.sum(jnp.where(mask, weights, 0))
             free = jnp.where(mask, 0, num)
-            return jnp.where(mask, weights, free * left / jnp.sum(free))
+            total = jnp.sum(free)  # 0 when every free component is empty: keep them
+            return jnp.where(mask, weights, jnp.where(total > 0, free * left / total, weights))
         total = jnp.sum(counts)
 
         def objective(w):

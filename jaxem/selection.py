@@ -62,12 +62,12 @@ def bic(model: Model, params, x, *, fixed=None) -> float:
     Example:
         >>> em.bic(model, res.params, x)
     """
+    ll = float(log_likelihood(model, params, x))  # validates x first
     n = (
         _validation.n_units(x)
         if _validation.is_unit_tree(x)
         else _validation.as_float_array(x).shape[0]
     )
-    ll = float(log_likelihood(model, params, x))
     return -2.0 * ll + n_parameters(model, params, fixed=fixed) * math.log(n)
 
 

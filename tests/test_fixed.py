@@ -182,3 +182,34 @@ def test_part_of_a_covariance_cannot_be_fixed():
     inside[0, 0, 1] = True
     with pytest.raises(ValueError, match="fix each vector or matrix whole"):
         em.fit(model, x2, init=start, fixed={"components": {"cov": inside}})
+
+
+START3 = em.MixtureParams(
+    np.array([0.2, 0.3, 0.5]),
+    em.NormalParams(mean=np.array([-1.0, 1.0, 3.0]), var=np.array([1.0, 1.0, 1.0])),
+)
+FIX_FIRST = em.MixtureParams(weights=np.array([True, False, False]), components=False)
+
+
+def test_one_of_three_weights_fixed_equals_the_conditional_numpy_em():
+    # With K = 3 the two free weights must share 0.8 in proportion to their counts.
+    with jax.enable_x64(True):
+        res = em.fit(
+            em.Mixture(em.Normal(), 3), X, init=START3, fixed=FIX_FIRST, max_iter=25, tol=0
+        )
+    ref = numpy_em(X, START3, 25, fix_weights=(True, False, False), fix_var=(False,) * 3)
+    for ours, theirs in zip(_params(res), ref, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-7, atol=1e-9)
+
+
+def test_squarem_jumps_keep_partly_fixed_weights_on_the_simplex():
+    # SQUAREM moves every log-ratio coordinate of the weights; the free ones are
+    # rescaled after each jump, so the weights sum to 1 and EM stays monotone.
+    model = em.Mixture(em.Normal(), 3)
+    for max_iter in range(1, 6):
+        res = em.fit(
+            model, X, init=START3, fixed=FIX_FIRST, accelerate="squarem", max_iter=max_iter, tol=0
+        )
+        w = np.asarray(res.params.weights, np.float64)
+        assert abs(w.sum() - 1) < 1e-6 and w[0] == np.float32(0.2)
+        assert np.all(np.diff(res.history) >= -1e-6 * abs(res.history[-1]))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.special import logsumexp, softmax
@@ -151,3 +152,37 @@ def test_weights_labels_and_missing_follow_the_units():
 def test_a_mixture_of_families_asks_for_an_array():
     with pytest.raises(TypeError, match=r"em.Mixture's families read an \(N,\) or \(N, D\) array"):
         em.fit(em.Mixture(em.Normal(), 2), D, key=0)
+
+
+def test_lists_none_and_tuples_of_numbers_in_data():
+    listed = em.fit(MODEL, {"y": list(D["y"]), "u": D["u"]}, key=0, max_iter=0)  # a list: one array
+    assert listed.objective == em.fit(MODEL, D, key=0, max_iter=0).objective
+    with pytest.raises(TypeError, match=r"x\['u'\] must be an array of numbers, got NoneType"):
+        em.fit(MODEL, {"y": D["y"], "u": None}, key=0)
+    with pytest.raises(TypeError, match="x is a tuple of numbers"):
+        em.fit(MODEL, (1.0, 2.0, 3.0), key=0)
+
+
+def test_check_m_step_takes_the_pytree():
+    # A user m_step for the regression mixture: weighted least squares per component.
+    def m_step(p, d, resp, w):
+        wr = resp * w[:, None]
+        design = jnp.stack([jnp.ones_like(d["u"]), d["u"]], axis=1)
+        gram = jnp.einsum("nk,ni,nj->kij", wr, design, design)
+        rhs = jnp.einsum("nk,ni,n->ki", wr, design, d["y"])
+        coef = jnp.linalg.solve(gram, rhs[..., None])[..., 0]  # (K, 2): b0, b1
+        resid = d["y"][:, None] - design @ coef.T
+        return {
+            **p,
+            "w": wr.sum(0) / wr.sum(),
+            "b0": coef[:, 0],
+            "b1": coef[:, 1],
+            "v": (wr * resid**2).sum(0) / wr.sum(0),
+        }
+
+    model = em.Model(
+        MODEL._log_joint, m_step=m_step, init=MODEL.init, constraints=MODEL.constraints
+    )
+    with jax.enable_x64(True):
+        report = em.check_m_step(model, D)
+    assert report.ok, report
