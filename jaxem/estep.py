@@ -57,44 +57,43 @@ def weighted_sum(sample_weight, row_values):
 
 
 def _prepared(model, params, x, missing):
-    """Validated ``(params, log_joint (N, K))`` for the public evaluation functions."""
+    """Validated ``(params, x, observed)`` for the public evaluation functions."""
     if missing == "marginalize":
         x, observed = _validation.prepare_data(model, x, missing, fitting=False)
     else:
         x, observed = _validation.prepare_data(model, x, missing, fitting=False), None
-    params = model._check_params(params, x)
-    if observed is None:
-        return model.log_joint(params, x)
-    return model.log_joint(params, x, observed)
+    return model._check_params(params, x), x, observed
 
 
 def responsibilities(model, params, x, *, missing: str | None = None) -> jax.Array:
-    """Posterior probabilities of the latent states, ``(N, K)``.
+    """Posterior probabilities of the latent states, ``(N, K)``: ``model.posterior``.
 
+    The model decides how: a softmax per unit for mixtures; a model with
+    structure between units (a chain) computes its marginals its own way.
     ``missing="marginalize"``: NaN entries of ``x`` are integrated out (an
     ``em.Mixture`` only); a row with nothing observed gets the weights.
 
     Example:
         >>> r = em.responsibilities(model, res.params, x)   # rows sum to 1
     """
-    return jax.nn.softmax(_prepared(model, params, x, missing), axis=-1)
+    return model.posterior(*_prepared(model, params, x, missing))
 
 
 def log_likelihood(model, params, x, *, missing: str | None = None) -> jax.Array:
-    """``Σ_i log p(x_i | params)``, summed over samples (no prior), a scalar.
+    """``Σ_i log p(x_i | params)``, summed over units (no prior), a scalar.
 
     With ``missing="marginalize"``, the log-likelihood of the observed entries.
 
     Example:
         >>> em.log_likelihood(model, res.params, x)   # == res.log_likelihood
     """
-    return jnp.sum(logsumexp(_prepared(model, params, x, missing), axis=-1))
+    return jnp.sum(model.unit_log_likelihood(*_prepared(model, params, x, missing)))
 
 
 def predict(model, params, x, *, missing: str | None = None) -> jax.Array:
-    """Most probable latent state of each row, ``(N,)`` integers.
+    """Most probable latent state of each unit, ``(N,)`` integers: ``model.decode``.
 
     Example:
         >>> labels = em.predict(model, res.params, x)
     """
-    return jnp.argmax(_prepared(model, params, x, missing), axis=-1)
+    return model.decode(*_prepared(model, params, x, missing))

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import logsumexp
 
 from jaxem import _validation
 from jaxem import constraints as _constraints
@@ -105,6 +106,31 @@ class Model:
         if self._log_prior is None:
             return jnp.zeros((), _validation.float_dtype())
         return jnp.asarray(self._log_prior(params))
+
+    # -- inference: what a fitted model says about its latent states ------------
+    def _scores(self, params, x, observed=None):
+        """``log_joint``, with the mask of observed entries where there is one."""
+        return (
+            self.log_joint(params, x) if observed is None else self.log_joint(params, x, observed)
+        )
+
+    def posterior(self, params, x, observed=None) -> jax.Array:
+        """``(N, K)`` posterior marginals ``p(z_i = k | x, params)``.
+
+        They are the gradient of the log-likelihood with respect to the log
+        potentials ``log_joint`` (Eisner 2016); for independent units that
+        gradient is the softmax of each row, computed directly. A model with
+        structure between units overrides this (and the two below).
+        """
+        return jax.nn.softmax(self._scores(params, x, observed), axis=-1)
+
+    def unit_log_likelihood(self, params, x, observed=None) -> jax.Array:
+        """``(N,)`` log-likelihood ``log p(x_i | params)`` of each unit."""
+        return logsumexp(self._scores(params, x, observed), axis=-1)
+
+    def decode(self, params, x, observed=None) -> jax.Array:
+        """``(N,)`` most probable latent state of each unit (the MAP assignment)."""
+        return jnp.argmax(self._scores(params, x, observed), axis=-1)
 
     # -- the engine's protocol -------------------------------------------------
     def _posterior(self, params, x, sample_weight, labels):

@@ -186,3 +186,36 @@ def test_check_m_step_takes_the_pytree():
     with jax.enable_x64(True):
         report = em.check_m_step(model, D)
     assert report.ok, report
+
+
+def test_inference_is_the_models():
+    """Posterior marginals are the gradient of log Z in the log potentials (Eisner 2016).
+
+    For independent units that gradient is the softmax; em.responsibilities,
+    em.predict and em.log_likelihood ask the model, so a model with structure
+    between units (a chain) can answer with its own inference.
+    """
+    params = em.fit(MODEL, D, key=jax.random.key(0), max_iter=3, tol=0.0).params
+    x = {k: jnp.asarray(v, jnp.float32) for k, v in D.items()}
+    potentials = MODEL.log_joint(params, x)
+    grad = jax.grad(lambda lj: jnp.sum(jax.scipy.special.logsumexp(lj, axis=-1)))(potentials)
+    r = np.asarray(em.responsibilities(MODEL, params, D))
+    np.testing.assert_allclose(r, np.asarray(grad), atol=1e-6)
+    np.testing.assert_allclose(r, softmax(np.asarray(potentials, np.float64), axis=1), atol=1e-6)
+
+    class Reversed(em.Model):  # a model that answers differently: the public functions follow
+        def posterior(self, params, x, observed=None):
+            return super().posterior(params, x, observed)[:, ::-1]
+
+        def decode(self, params, x, observed=None):
+            return 1 - super().decode(params, x, observed)
+
+        def unit_log_likelihood(self, params, x, observed=None):
+            return 2 * super().unit_log_likelihood(params, x, observed)
+
+    rev = Reversed(MODEL._log_joint, init=MODEL.init, constraints=MODEL.constraints)
+    np.testing.assert_allclose(np.asarray(em.responsibilities(rev, params, D)), r[:, ::-1])
+    np.testing.assert_array_equal(em.predict(rev, params, D), 1 - em.predict(MODEL, params, D))
+    assert float(em.log_likelihood(rev, params, D)) == pytest.approx(
+        2 * float(em.log_likelihood(MODEL, params, D)), rel=1e-6
+    )
