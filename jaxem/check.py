@@ -27,6 +27,7 @@ from jaxem.estep import e_step
 from jaxem.families.base import closed_form_for, component_constraints
 from jaxem.mixture import Mixture
 from jaxem.model import Model
+from jaxem.mstep import expected_log_joint
 
 __all__ = ["check_m_step", "MStepCheck", "PieceCheck"]
 
@@ -187,8 +188,7 @@ def _q_objective(log_density, log_prior, wr, total):
     """``(Σ_ik w_i r_ik log f_k(x_i | θ) + log prior(θ)) / Σ w``, as a function of θ."""
 
     def objective(theta):
-        lp = log_density(theta)
-        return (jnp.sum(jnp.where(wr > 0, wr * lp, 0)) + log_prior(theta)) / total
+        return (expected_log_joint(log_density(theta), wr) + log_prior(theta)) / total
 
     return objective
 

@@ -136,31 +136,28 @@ def rows_sum(fn, chunking: Chunking, *arrays, checkpoint: bool = False):
     """Sum ``fn`` over the chunks of ``arrays`` (all with the same rows).
 
     ``fn(*chunk_arrays) -> (total, row_values)``: a pytree summed over chunks,
-    and ``(size,)`` values per row (or ``None``), returned as ``(rows,)`` in the
-    original row order. ``checkpoint=True`` recomputes each chunk in the
-    backward pass of ``jax.grad`` instead of storing its temporaries.
+    and a pytree of per-row values (each ``(size, ...)``, or ``None``),
+    returned as ``(rows, ...)`` in the original row order: what the E-step
+    carries to the M-step (row log-likelihoods, responsibilities).
+    ``checkpoint=True`` recomputes each chunk in the backward pass of
+    ``jax.grad`` instead of storing its temporaries.
     """
     body_fn = jax.checkpoint(fn) if checkpoint else fn
     first = [take(a, 0, chunking) for a in arrays]
     total_shape, row_shape = jax.eval_shape(fn, *first)
     total0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), total_shape)
-    if row_shape is None:
-        rows0 = None
-    elif chunking.strided:
-        rows0 = jnp.zeros((chunking.size, chunking.count), row_shape.dtype)
-    else:
-        rows0 = jnp.zeros((chunking.count, chunking.size), row_shape.dtype)
+    axis = 1 if chunking.strided else 0
+    lead = (chunking.size, chunking.count) if chunking.strided else (chunking.count, chunking.size)
+    rows0 = jax.tree.map(lambda s: jnp.zeros(lead + s.shape[1:], s.dtype), row_shape)
 
     def body(b, carry):
         total, rows = carry
         part, values = body_fn(*[take(a, b, chunking) for a in arrays])
         total = jax.tree.map(jnp.add, total, part)
-        if rows is not None:
-            if chunking.strided:
-                rows = jax.lax.dynamic_update_index_in_dim(rows, values, b, axis=1)
-            else:
-                rows = jax.lax.dynamic_update_index_in_dim(rows, values, b, axis=0)
+        rows = jax.tree.map(
+            lambda r, v: jax.lax.dynamic_update_index_in_dim(r, v, b, axis=axis), rows, values
+        )
         return total, rows
 
     total, rows = jax.lax.fori_loop(0, chunking.count, body, (total0, rows0))
-    return total, (None if rows is None else rows.reshape(-1))
+    return total, jax.tree.map(lambda r: r.reshape((chunking.rows,) + r.shape[2:]), rows)

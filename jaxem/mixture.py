@@ -33,7 +33,7 @@ from jaxem.chunks import rows_sum
 from jaxem.estep import e_step, pin_labels
 from jaxem.families.base import Family, closed_form_for, component_constraints
 from jaxem.model import NO_EXTRA, Extra, Model
-from jaxem.mstep import GradientOptions, maximize
+from jaxem.mstep import GradientOptions, expected_log_joint, maximize
 
 __all__ = ["Mixture", "MixtureParams"]
 
@@ -372,13 +372,24 @@ class Mixture(Model):
             need_resp = any(st is None for st in stats)
             m_input = _MixtureEStep(counts, stats, resp if need_resp else None)
         else:
+            # Blocks whose M-step works from statistics get them summed over the
+            # chunks; only when some block needs the responsibilities (a closed
+            # form on them, or the gradient M-step) are they carried, (N, K),
+            # so that the M-step never re-runs the E-step.
+            need_resp = any(
+                _route(family, x.ndim, observed is not None)
+                not in ("stats", "missing stats", "feature stats")
+                for family, _ in self._blocks
+            )
 
             def rows(xb, wb, ob, lb):
-                sums, row_ll, _ = self._rows_estep(params, xb, wb, ob, lb)
-                return sums, row_ll
+                sums, row_ll, resp = self._rows_estep(params, xb, wb, ob, lb)
+                return sums, (row_ll, resp if need_resp else None)
 
-            (counts, stats), row_ll = rows_sum(rows, chunking, x, sample_weight, observed, labels)
-            m_input = _MixtureEStep(counts, stats, None)  # never an (N, K) array
+            (counts, stats), (row_ll, resp) = rows_sum(
+                rows, chunking, x, sample_weight, observed, labels
+            )
+            m_input = _MixtureEStep(counts, stats, resp)
         return row_ll, self.log_prior(params), m_input
 
     def _maximize(
@@ -431,7 +442,16 @@ class Mixture(Model):
                 else:
                     blocks.append(
                         self._gradient_block_chunked(
-                            family, sl, block, params, x, sample_weight, extra, chunking, masks
+                            family,
+                            sl,
+                            block,
+                            params,
+                            x,
+                            sample_weight,
+                            extra,
+                            chunking,
+                            masks,
+                            m_input.resp,
                         )
                     )
             elif route in ("stats", "missing stats"):
@@ -449,32 +469,53 @@ class Mixture(Model):
             else:
                 blocks.append(
                     self._gradient_block_chunked(
-                        family, sl, block, params, x, sample_weight, extra, chunking
+                        family,
+                        sl,
+                        block,
+                        params,
+                        x,
+                        sample_weight,
+                        extra,
+                        chunking,
+                        None,
+                        m_input.resp,
                     )
                 )
         return MixtureParams(weights, self._from_blocks(blocks))
 
     def _gradient_block_chunked(
-        self, family, sl, block, params, x, sample_weight, extra, chunking, masks=None
+        self, family, sl, block, params, x, sample_weight, extra, chunking, masks=None, resp=None
     ):
         """The gradient M-step of one block with Q summed over row chunks.
 
-        The responsibilities at θt are recomputed chunk by chunk (and each
-        chunk again in the backward pass) rather than stored: memory stays
-        O(chunk · K) at the price of extra passes over the data.
+        ``resp``: the ``(N, K)`` responsibilities the E-step carried. Without
+        them (a block whose closed form was replaced by ``fixed=``) they are
+        recomputed chunk by chunk (and again in the backward pass).
         """
         total = jnp.sum(sample_weight)
 
-        def objective(theta):
-            def rows(xb, wb, ob, lb):
-                resp, _ = self._posterior(params, xb, wb, ob, lb)
-                wr = resp[:, sl] * wb[:, None]
-                lp = _block_log_prob(family, _fixed.freeze(masks, theta, block), xb, ob)
-                return jnp.sum(jnp.where(wr > 0, wr * lp, 0)), None
+        def q_rows(theta, xb, wb, ob, rb):
+            lp = _block_log_prob(family, _fixed.freeze(masks, theta, block), xb, ob)
+            return expected_log_joint(lp, rb[:, sl] * wb[:, None])
 
-            q, _ = rows_sum(
-                rows, chunking, x, sample_weight, extra.observed, extra.labels, checkpoint=True
-            )
+        def objective(theta):
+            if resp is not None:
+
+                def rows(xb, wb, ob, rb):
+                    return q_rows(theta, xb, wb, ob, rb), None
+
+                q, _ = rows_sum(
+                    rows, chunking, x, sample_weight, extra.observed, resp, checkpoint=True
+                )
+            else:
+
+                def rows(xb, wb, ob, lb):
+                    rb, _ = self._posterior(params, xb, wb, ob, lb)
+                    return q_rows(theta, xb, wb, ob, rb), None
+
+                q, _ = rows_sum(
+                    rows, chunking, x, sample_weight, extra.observed, extra.labels, checkpoint=True
+                )
             return (q + family.log_prior(_fixed.freeze(masks, theta, block))) / total
 
         leaves = component_constraints(family, block)
@@ -499,7 +540,7 @@ class Mixture(Model):
         total = jnp.sum(counts)
 
         def objective(w):
-            return (jnp.sum(jnp.where(counts > 0, counts * jnp.log(w), 0)) + prior(w)) / total
+            return (expected_log_joint(jnp.log(w), counts) + prior(w)) / total
 
         leaves = _constraints.broadcast(_constraints.simplex, weights)
         return maximize(objective, weights, leaves, self.gradient_options)
@@ -510,8 +551,7 @@ class Mixture(Model):
 
         def objective(theta):
             theta = _fixed.freeze(masks, theta, block)
-            lp = _block_log_prob(family, theta, x, observed)
-            q = jnp.sum(jnp.where(wr > 0, wr * lp, 0))
+            q = expected_log_joint(_block_log_prob(family, theta, x, observed), wr)
             return (q + family.log_prior(theta)) / total
 
         leaves = component_constraints(family, block)

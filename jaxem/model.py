@@ -22,7 +22,7 @@ from jaxem import constraints as _constraints
 from jaxem import fixed as _fixed
 from jaxem.chunks import rows_sum
 from jaxem.estep import e_step, pin_labels
-from jaxem.mstep import GradientOptions, maximize
+from jaxem.mstep import GradientOptions, expected_log_joint, maximize
 
 __all__ = ["Model"]
 
@@ -140,20 +140,22 @@ class Model:
         return jnp.where(sample_weight[:, None] > 0, resp, 0), row_ll
 
     def _expect(self, params, x, sample_weight, extra: Extra = NO_EXTRA, chunking=None):
-        """E-step: ``(row_ll (N,), log_prior, m_input)``; ``m_input`` feeds ``_maximize``.
+        """E-step: ``(row_ll (N,), log_prior, resp (N, K))``; ``resp`` feeds ``_maximize``.
 
-        With ``chunking`` the rows are visited chunk by chunk and ``m_input`` is
-        ``None``: the M-step recomputes what it needs from ``params``.
+        With ``chunking`` the rows are visited chunk by chunk; the
+        responsibilities are carried to the M-step either way, so it never
+        re-runs the E-step (they are what Q needs of a general ``log_joint``).
         """
         if chunking is None:
             resp, row_ll = self._posterior(params, x, sample_weight, extra.labels)
             return row_ll, self.log_prior(params), resp
 
         def rows(xb, wb, lb):
-            return jnp.zeros((), wb.dtype), self._posterior(params, xb, wb, lb)[1]
+            resp, row_ll = self._posterior(params, xb, wb, lb)
+            return jnp.zeros((), wb.dtype), (row_ll, resp)
 
-        _, row_ll = rows_sum(rows, chunking, x, sample_weight, extra.labels)
-        return row_ll, self.log_prior(params), None
+        _, (row_ll, resp) = rows_sum(rows, chunking, x, sample_weight, extra.labels)
+        return row_ll, self.log_prior(params), resp
 
     def _maximize(
         self,
@@ -172,7 +174,7 @@ class Model:
         ``m_step`` runs as given and the engine restores the fixed entries
         after it (so it must be a conditional maximiser for them).
         """
-        if resp is None and (self.m_step is not None or chunking is None):
+        if resp is None:  # a caller without the E-step's output (not the engine)
             resp = self._posterior(params, x, sample_weight, extra.labels)[0]
         if self.m_step is not None:
             return self.m_step(params, x, resp, sample_weight)
@@ -180,18 +182,17 @@ class Model:
 
         def q_rows(theta, xb, wb, rb):
             lj = self.log_joint(_fixed.freeze(fixed, theta, params), xb)
-            return jnp.sum(jnp.where(rb > 0, wb[:, None] * rb * lj, 0))
+            return expected_log_joint(lj, wb[:, None] * rb)
 
         def objective(theta):
             if chunking is None:
                 q = q_rows(theta, x, sample_weight, resp)
             else:
 
-                def rows(xb, wb, lb):
-                    rb = self._posterior(params, xb, wb, lb)[0]
+                def rows(xb, wb, rb):
                     return q_rows(theta, xb, wb, rb), None
 
-                q, _ = rows_sum(rows, chunking, x, sample_weight, extra.labels, checkpoint=True)
+                q, _ = rows_sum(rows, chunking, x, sample_weight, resp, checkpoint=True)
             return (q + self.log_prior(_fixed.freeze(fixed, theta, params))) / total
 
         leaves = _constraints.broadcast(self.constraints, params)

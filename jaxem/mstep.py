@@ -42,6 +42,15 @@ def _default_gtol(dtype) -> float:
     return 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-6
 
 
+def expected_log_joint(log_density, weighted_resp):
+    """The data term of Q: ``Σ_ik w_i r_ik log f_ik`` (the one place it is written).
+
+    ``weighted_resp`` is ``(N, K)`` weights times responsibilities; an entry of
+    0 counts 0 even where ``log_density`` is ``-inf`` (a state a row cannot be in).
+    """
+    return jnp.sum(jnp.where(weighted_resp > 0, weighted_resp * log_density, 0))
+
+
 def maximize(
     objective: Callable,
     params,
