@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -213,3 +214,55 @@ def test_squarem_jumps_keep_partly_fixed_weights_on_the_simplex():
         w = np.asarray(res.params.weights, np.float64)
         assert abs(w.sum() - 1) < 1e-6 and w[0] == np.float32(0.2)
         assert np.all(np.diff(res.history) >= -1e-6 * abs(res.history[-1]))
+
+
+def _one_step_at_a_time(model, x, start, n, reset):
+    """The reference for a fixed part that does not enter the other updates: n one-iteration
+    fits, each from the previous result with the fixed part put back (no fixed= involved)."""
+    params = start
+    for _ in range(n):
+        params = reset(em.fit(model, x, init=params, max_iter=1, tol=0.0).params)
+    return params
+
+
+def test_fixed_weights_on_the_ecm_path():
+    # MultivariateNormal with a mean prior updates by ECM sweeps (mean given cov, cov given mean).
+    x2 = np.column_stack([X, RNG.normal(size=X.size)])
+    family = em.MultivariateNormal("full", mean_prior=priors.Normal(0.0, 3.0))
+    model = em.Mixture(family, 2)
+    with jax.enable_x64(True):
+        start = em.fit(model, x2, key=jax.random.key(2), max_iter=0).params
+        start = start._replace(weights=np.array([0.25, 0.75]))
+        res = em.fit(model, x2, init=start, fixed={"weights"}, max_iter=6, tol=0.0)
+        ref = _one_step_at_a_time(model, x2, start, 6, lambda p: p._replace(weights=start.weights))
+    np.testing.assert_array_equal(np.asarray(res.params.weights), start.weights)
+    for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+
+
+def test_fixed_weights_with_a_custom_m_step():
+    def m_step(p, d, resp, w):  # weighted least squares; w, b and v updates are separable
+        wr = resp * w[:, None]
+        design = jnp.stack([jnp.ones_like(d["u"]), d["u"]], axis=1)
+        gram = jnp.einsum("nk,ni,nj->kij", wr, design, design)
+        rhs = jnp.einsum("nk,ni,n->ki", wr, design, d["y"])
+        coef = jnp.linalg.solve(gram, rhs[..., None])[..., 0]
+        resid = d["y"][:, None] - design @ coef.T
+        new = {"w": wr.sum(0) / wr.sum(), "b0": coef[:, 0], "b1": coef[:, 1]}
+        return {**p, **new, "v": (wr * resid**2).sum(0) / wr.sum(0)}
+
+    model = em.Model(
+        REGRESSION._log_joint,
+        m_step=m_step,
+        init=REGRESSION.init,
+        constraints=REGRESSION.constraints,
+    )
+    d = data(600, seed=7)
+    with jax.enable_x64(True):
+        start = em.fit(model, d, key=jax.random.key(0), max_iter=0).params
+        start = {**start, "w": np.array([0.3, 0.7])}
+        res = em.fit(model, d, init=start, fixed={"w"}, max_iter=5, tol=0.0)
+        ref = _one_step_at_a_time(model, d, start, 5, lambda p: {**p, "w": start["w"]})
+    np.testing.assert_array_equal(np.asarray(res.params["w"]), start["w"])
+    for name in ("b0", "b1", "v"):
+        np.testing.assert_allclose(np.asarray(res.params[name]), np.asarray(ref[name]), rtol=1e-10)
