@@ -25,7 +25,7 @@ from jaxem import constraints
 
 # -- (a) a density is all a family needs ------------------------------------------------------
 class Weibull(em.Family):
-    """Weibull(shape k, scale λ) on x > 0; params is a dict, as in the API guide."""
+    """Weibull(shape k, scale λ) on x > 0; params is a dict (see the README, "Any model")."""
 
     constraints = {"shape": constraints.positive, "scale": constraints.positive}
 
