@@ -418,6 +418,15 @@ class Mixture(Model):
                 full_resp = self._posterior(params, x, sample_weight, observed, labels)[0]
             return full_resp
 
+        def gradient(family, sl, block, masks):
+            """The gradient M-step of one block (the fixed entries ``masks`` held)."""
+            if chunking is None:
+                resp = all_resp()[:, sl]
+                return self._gradient_block(family, block, x, sample_weight, resp, observed, masks)
+            return self._gradient_block_chunked(
+                family, sl, block, params, x, sample_weight, extra, chunking, masks, m_input.resp
+            )
+
         blocks = []
         for (family, sl), block, stats, masks in zip(
             self._slices(),
@@ -434,26 +443,7 @@ class Mixture(Model):
             elif held is not None and any(m.any() for m in held):
                 # Some fields or components fixed: a closed form would move them
                 # jointly, so this block takes the gradient M-step over the rest.
-                if chunking is None:
-                    resp = all_resp()[:, sl]
-                    blocks.append(
-                        self._gradient_block(family, block, x, sample_weight, resp, observed, masks)
-                    )
-                else:
-                    blocks.append(
-                        self._gradient_block_chunked(
-                            family,
-                            sl,
-                            block,
-                            params,
-                            x,
-                            sample_weight,
-                            extra,
-                            chunking,
-                            masks,
-                            m_input.resp,
-                        )
-                    )
+                blocks.append(gradient(family, sl, block, masks))
             elif route in ("stats", "missing stats"):
                 blocks.append(cf.update(family, block, stats))
             elif route == "feature stats":
@@ -463,24 +453,8 @@ class Mixture(Model):
             elif route == "feature resp":
                 resp = all_resp()[:, sl]
                 blocks.append(_feature_resp_update(family, block, x, resp, sample_weight, observed))
-            elif chunking is None:
-                resp = m_input.resp[:, sl]
-                blocks.append(self._gradient_block(family, block, x, sample_weight, resp, observed))
             else:
-                blocks.append(
-                    self._gradient_block_chunked(
-                        family,
-                        sl,
-                        block,
-                        params,
-                        x,
-                        sample_weight,
-                        extra,
-                        chunking,
-                        None,
-                        m_input.resp,
-                    )
-                )
+                blocks.append(gradient(family, sl, block, None))
         return MixtureParams(weights, self._from_blocks(blocks))
 
     def _gradient_block_chunked(
