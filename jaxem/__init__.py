@@ -9,7 +9,7 @@ then fit it by EM with many restarts in parallel:
     >>> res = em.fit(model, x, key=jax.random.key(0), restarts=64)
 """
 
-from jaxem import constraints, datasets, priors
+from jaxem import chunks, constraints, datasets, priors
 from jaxem.check import MStepCheck, PieceCheck, check_m_step
 from jaxem.estep import log_likelihood, predict, responsibilities
 from jaxem.families import (
@@ -37,8 +37,8 @@ from jaxem.families import (
     register_m_step,
 )
 from jaxem.fit import ConvergenceWarning, FitResult, fit
-from jaxem.mixture import Mixture, MixtureParams
-from jaxem.model import Model
+from jaxem.mixture import Mixture, MixtureParams, MixtureStats
+from jaxem.model import NO_EXTRA, Expectation, Extra, Model
 from jaxem.mstep import GradientOptions
 from jaxem.selection import aic, bic, n_parameters
 from jaxem.stream import StreamResult, fit_stream
@@ -82,8 +82,13 @@ __all__ = [
     "MStepCheck",
     "PieceCheck",
     "Model",
+    "Expectation",
+    "Extra",
+    "NO_EXTRA",
+    "chunks",
     "Mixture",
     "MixtureParams",
+    "MixtureStats",
     "fit",
     "fit_stream",
     "StreamResult",

@@ -14,21 +14,48 @@ def float_dtype():
     return jnp.result_type(float)
 
 
-def as_float_array(x, name: str = "x") -> np.ndarray:
-    """Host copy of ``x`` as a float array, with clear errors."""
+def _prefix(owner: str) -> str:
+    return f"{owner}: " if owner else ""
+
+
+def numeric_array(x, name: str = "x", owner: str = "") -> np.ndarray:
+    """Host view of ``x`` as a real numeric (or boolean) NumPy array, dtype kept.
+
+    The one check of "is this an array of real numbers" that ``em.fit``, the
+    estimators and the CLI share: sparse matrices, strings, ``None``, object
+    arrays of non-numbers and complex numbers raise ``TypeError``.
+    ``owner`` (e.g. ``"GaussianMixture"``) prefixes the message.
+    """
+    at = _prefix(owner)
+    if hasattr(x, "tocsr") or hasattr(x, "toarray"):
+        raise TypeError(
+            f"{at}sparse input is not supported ({name} is {type(x).__name__}); "
+            f"convert it with {name}.toarray()."
+        )
     if isinstance(x, (str, bytes)) or x is None:
-        raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}.")
+        raise TypeError(f"{at}{name} must be an array of numbers, got {type(x).__name__}.")
     try:
         arr = np.asarray(x)
     except Exception as err:  # pragma: no cover - exotic array-likes
-        raise TypeError(f"{name} must be array-like: {err}") from err
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-    ):
-        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}.")
+        raise TypeError(f"{at}{name} must be array-like: {err}") from err
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{at}{name} must hold numbers, got dtype object.") from None
     if np.issubdtype(arr.dtype, np.complexfloating):
-        raise TypeError(f"{name} must be real, got dtype {arr.dtype}.")
-    return arr.astype(np.dtype(float_dtype()), copy=False)
+        raise TypeError(
+            f"{at}{name} must be real, got dtype {arr.dtype}; pass the real and imaginary "
+            "parts as separate columns."
+        )
+    if not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
+        raise TypeError(f"{at}{name} must hold numbers, got dtype {arr.dtype}.")
+    return arr
+
+
+def as_float_array(x, name: str = "x") -> np.ndarray:
+    """Host copy of ``x`` as an array of the float dtype, with clear errors."""
+    return numeric_array(x, name).astype(np.dtype(float_dtype()), copy=False)
 
 
 def check_float_range(arr: np.ndarray, name: str = "x") -> None:
@@ -71,6 +98,21 @@ def check_float_range(arr: np.ndarray, name: str = "x") -> None:
 
 
 MISSING_OPTIONS = (None, "raise", "marginalize")
+
+
+def check_missing(missing, owner: str = "") -> bool:
+    """Validate a ``missing`` argument; return whether NaN entries are missing values.
+
+    ``None`` or ``"raise"``: NaN raises; ``"marginalize"``: NaN entries are
+    missing values, integrated out of the likelihood.
+    """
+    if missing is None or (isinstance(missing, str) and missing in MISSING_OPTIONS):
+        return missing == "marginalize"
+    raise ValueError(
+        f"{_prefix(owner)}missing must be None, 'raise' or 'marginalize' (None and 'raise': "
+        f"NaN raises; 'marginalize': NaN entries are missing values, integrated out), "
+        f"got {missing!r}."
+    )
 
 
 def _row_sharded(x) -> bool:
@@ -238,8 +280,7 @@ def prepare_data(model, x, missing: str | None = None, *, fitting: bool = True):
     ``fitting=False`` (scoring fitted parameters) checks the support only: a
     fit needs at least as many rows as components, scoring one row is fine.
     """
-    if missing not in MISSING_OPTIONS:
-        raise ValueError(f"missing must be None, 'raise' or 'marginalize', got {missing!r}.")
+    check_missing(missing)
     if is_unit_tree(x):
         return _prepare_tree(model, x, missing, fitting)
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
@@ -324,16 +365,34 @@ def prepare_sample_weight(sample_weight, n: int, like=None) -> jax.Array:
         return jnp.ones(n, float_dtype())
     if isinstance(sample_weight, jax.Array) and not sample_weight.is_fully_addressable:
         return sample_weight.astype(float_dtype())
-    w = as_float_array(sample_weight, "sample_weight").astype(np.float64)
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},) to match x, got {w.shape}.")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError("sample_weight must be finite and >= 0.")
-    if not w.sum() > 0:
-        raise ValueError("sample_weight must have a positive sum.")
-    check_weight_scale(np.asarray(sample_weight, np.float64))
-    w = w.astype(np.dtype(float_dtype()))
+    w = check_sample_weight(sample_weight, n).astype(np.dtype(float_dtype()))
     return jnp.asarray(w) if like is None else place_like(w, like)
+
+
+def check_sample_weight(
+    sample_weight, n: int, owner: str = "", rows: str = "x", scale: bool = True
+) -> np.ndarray:
+    """``sample_weight`` as a float64 ``(n,)`` host array, or a clear error.
+
+    Every weight finite and >= 0, a positive total, and (``scale``) a scale
+    the float dtype holds (:func:`check_weight_scale`); the estimators pass
+    ``scale=False`` because they rescale the weights themselves. ``rows``
+    names the data.
+    """
+    at = _prefix(owner)
+    w = numeric_array(sample_weight, "sample_weight", owner).astype(np.float64)
+    if w.shape != (n,):
+        raise ValueError(
+            f"{at}sample_weight must have shape ({n},), one weight per row of {rows}, "
+            f"got shape {w.shape}."
+        )
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"{at}sample_weight must be finite and >= 0.")
+    if not w.sum() > 0:
+        raise ValueError(f"{at}sample_weight must have a positive sum; all weights are zero.")
+    if scale:
+        check_weight_scale(w)
+    return w
 
 
 def check_weight_scale(w: np.ndarray, name: str = "sample_weight") -> None:
@@ -390,11 +449,12 @@ def restart_keys(key, restarts: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts, dtype=jnp.uint32))
 
 
-def check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}.")
+def check_int(name: str, value, minimum: int, owner: str = "") -> int:
+    """``value`` as an int ``>= minimum`` (``TypeError`` / ``ValueError`` naming ``name``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{_prefix(owner)}{name} must be an integer >= {minimum}, got {value!r}.")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+        raise ValueError(f"{_prefix(owner)}{name} must be >= {minimum}, got {value}.")
     return int(value)
 
 

@@ -208,8 +208,7 @@ def _weights_checked(model) -> bool:
 
 
 def _closed_blocks(model, params):
-    blocks = model._to_blocks(params.components)
-    for i, ((family, sl), block) in enumerate(zip(model._slices(), blocks, strict=True)):
+    for i, (family, sl, block) in enumerate(model.blocks(params.components)):
         cf = closed_form_for(family)
         if cf is not None:
             yield i, family, sl, block, cf
@@ -244,7 +243,7 @@ def _measure_mixture(model, x, w, params):
             lp = 0.0 if prior is None else jnp.sum(prior(weights))
             return (ll + lp) / total
 
-        new_w = model._update_weights(params.weights, counts)
+        new_w = model.update_weights(params.weights, counts)
         leaves = _constraints.broadcast(_constraints.simplex, params.weights)
         measured.append(_measure(weights_objective, params.weights, new_w, leaves))
     for _, family, sl, block, cf in _closed_blocks(model, params):

@@ -20,7 +20,17 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Chunking", "plan", "take", "rows_sum", "pad_rows", "pad_units", "target_floats"]
+__all__ = [
+    "Chunking",
+    "plan",
+    "take",
+    "rows_sum",
+    "map_rows",
+    "sum_rows",
+    "pad_rows",
+    "pad_units",
+    "target_floats",
+]
 
 #: floats of (rows, K · D) work per chunk on a CPU: ~2^20 kept chunk
 #: temporaries in cache and was 2-3x faster than one pass at (N, D, K) =
@@ -132,8 +142,10 @@ def _take(arr, b, chunking: Chunking):
     return jax.lax.dynamic_slice_in_dim(arr, b * chunking.size, chunking.size, axis=0)
 
 
-def rows_sum(fn, chunking: Chunking, *arrays, checkpoint: bool = False):
+def rows_sum(fn, chunking: Chunking | None, *arrays, checkpoint: bool = False):
     """Sum ``fn`` over the chunks of ``arrays`` (all with the same rows).
+
+    ``chunking=None`` is one pass: ``fn(*arrays)`` itself.
 
     ``fn(*chunk_arrays) -> (total, row_values)``: a pytree summed over chunks,
     and a pytree of per-row values (each ``(size, ...)``, or ``None``),
@@ -142,6 +154,8 @@ def rows_sum(fn, chunking: Chunking, *arrays, checkpoint: bool = False):
     ``checkpoint=True`` recomputes each chunk in the backward pass of
     ``jax.grad`` instead of storing its temporaries.
     """
+    if chunking is None:
+        return fn(*arrays)
     body_fn = jax.checkpoint(fn) if checkpoint else fn
     first = [take(a, 0, chunking) for a in arrays]
     total_shape, row_shape = jax.eval_shape(fn, *first)
@@ -161,3 +175,39 @@ def rows_sum(fn, chunking: Chunking, *arrays, checkpoint: bool = False):
 
     total, rows = jax.lax.fori_loop(0, chunking.count, body, (total0, rows0))
     return total, jax.tree.map(lambda r: r.reshape((chunking.rows,) + r.shape[2:]), rows)
+
+
+def map_rows(fn, x, k: int):
+    """``fn(x)`` for a row-wise ``fn``, computed over cache-sized row chunks.
+
+    For a family's own passes over data it was handed whole (a fit with
+    ``chunk_size`` at least ``N``, scoring many rows): :func:`plan` with
+    ``chunk_size=None`` picks the chunks (none for a small problem) and
+    :func:`rows_sum` loops over them. ``x`` is ``(N, D)``; ``fn`` maps
+    ``(rows, D)`` to ``(rows, ...)``; ``k`` sizes the work per row (``K·D``).
+    """
+    n, d = x.shape
+    chunking = plan(n, k, d, None)
+    if chunking is None:
+        return fn(x)
+    _, out = rows_sum(lambda rows: ((), fn(rows)), chunking, pad_units(x, chunking))
+    return out[:n]
+
+
+def sum_rows(fn, x, weights, k: int):
+    """``fn(x, weights)`` for an ``fn`` that sums over rows, over cache-sized row chunks.
+
+    ``weights`` is ``(N, ...)`` (padding rows get weight 0, so ``fn`` must
+    give them no share); see :func:`map_rows` for the chunks.
+    """
+    n, d = x.shape
+    chunking = plan(n, k, d, None)
+    if chunking is None:
+        return fn(x, weights)
+    total, _ = rows_sum(
+        lambda xb, wb: (fn(xb, wb), None),
+        chunking,
+        pad_units(x, chunking),
+        pad_rows(weights, chunking, 0),
+    )
+    return total

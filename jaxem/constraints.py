@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem import _prefix
+
 __all__ = [
     "Constraint",
     "real",
@@ -191,37 +193,13 @@ def broadcast(constraint_tree, params):
     Raises:
         ValueError: when the constraints do not match the parameters' structure.
     """
-    if constraint_tree is None:
-        return jax.tree.map(lambda _: real, params)
-    if _is_constraint(constraint_tree):
-        return jax.tree.map(lambda _: constraint_tree, params)
-    fields = getattr(type(params), "_fields", None)
-    if isinstance(constraint_tree, dict):
-        names = list(params) if isinstance(params, dict) else fields
-        if names is not None:
-            unknown = set(constraint_tree) - set(names)
-            if unknown:
-                raise ValueError(
-                    f"constraints name {sorted(unknown)}, which are not parameters; "
-                    f"the parameters are {sorted(names)}."
-                )
-            if isinstance(params, dict):
-                return {k: broadcast(constraint_tree.get(k), v) for k, v in params.items()}
-            return type(params)(
-                *(broadcast(constraint_tree.get(f), getattr(params, f)) for f in fields)
-            )
-    if (
-        isinstance(constraint_tree, (tuple, list))
-        and isinstance(params, (tuple, list))
-        and len(constraint_tree) == len(params)
-    ):
-        parts = [broadcast(c, p) for c, p in zip(constraint_tree, params, strict=False)]
-        return type(params)(*parts) if fields is not None else type(params)(parts)
-    raise ValueError(
-        "constraints must be a pytree prefix of the parameters (for example "
-        "{'p': constraints.unit_interval}); got "
-        f"{constraint_tree!r} for parameters with structure {jax.tree.structure(params)}."
-    )
+    try:
+        return _prefix.expand(constraint_tree, params, _is_constraint, real, "constraints")
+    except _prefix.PrefixError as err:
+        raise ValueError(
+            f"{err} Constraints are a pytree prefix of the parameters, for example "
+            "{'p': constraints.unit_interval}."
+        ) from None
 
 
 def to_unconstrained(constraint_leaves, params):

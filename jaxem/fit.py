@@ -107,12 +107,12 @@ def _em_parts(
     strategy = ACCELERATORS[accelerate]
 
     def evaluate(params) -> Point:
-        row_ll, log_prior, m_input = model._expect(params, x, sample_weight, extra, chunking)
+        row_ll, log_prior, m_input = model.expect(params, x, sample_weight, extra, chunking)
         ll = weighted_sum(sample_weight, row_ll)
         return Point(params, ll + log_prior, ll, row_ll, log_prior, m_input)
 
     def em_map(point: Point) -> Point:
-        new = model._maximize(
+        new = model.maximize(
             point.params, x, sample_weight, point.m_input, extra, chunking, fixed=masks
         )
         return evaluate(_fixed.restore(masks, new, point.params))
@@ -381,7 +381,7 @@ def _fixed_masks(model: Model, fixed, x, starts, from_keys: bool):
         one = jax.eval_shape(model._draw, jax.random.key(0), x)
     else:
         one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), starts)
-    return _fixed.resolve(fixed, one, model.constraints, model._event_masks_ok)
+    return _fixed.resolve(fixed, one, model.constraints, model._event_masks_ok, model._shared_leaf)
 
 
 def _history_length(max_iter: int) -> int:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem import _prefix
 from jaxem import constraints as _constraints
 
 __all__ = ["resolve", "restore", "freeze", "cache_key", "n_free", "event_ndim"]
@@ -49,43 +50,22 @@ def _is_spec_leaf(node) -> bool:
     return isinstance(node, (bool, np.bool_, np.ndarray, jax.Array))
 
 
-def _broadcast(spec, params, where: str = "fixed"):
+def _broadcast(spec, params):
     """``spec`` (a prefix of ``params`` with boolean leaves) expanded to every leaf."""
-    if _is_spec_leaf(spec):
-        return jax.tree.map(lambda _: spec, params)
-    if spec is None:
-        return jax.tree.map(lambda _: False, params)
-    fields = getattr(type(params), "_fields", None)
-    if isinstance(spec, dict):
-        names = list(params) if isinstance(params, dict) else fields
-        if names is None:
-            raise ValueError(f"{where}: a dict, but the parameters here are not a dict.")
-        unknown = set(spec) - set(names)
-        if unknown:
-            raise ValueError(
-                f"{where} names {sorted(unknown)}, which are not parameters; the parameters "
-                f"are {sorted(names)}."
-            )
-        if isinstance(params, dict):
-            return {k: _broadcast(spec.get(k), v, f"{where}[{k!r}]") for k, v in params.items()}
-        return type(params)(
-            *(_broadcast(spec.get(f), getattr(params, f), f"{where}.{f}") for f in fields)
+    if not (spec is None or _is_spec_leaf(spec) or isinstance(spec, (dict, tuple, list))):
+        raise TypeError(
+            "fixed must be a set of parameter names or a pytree prefix of the parameters "
+            f"with booleans (or boolean arrays) as leaves; got {spec!r}."
         )
-    if isinstance(spec, (tuple, list)) and isinstance(params, (tuple, list)):
-        if len(spec) != len(params):
-            raise ValueError(f"{where} has {len(spec)} entries, the parameters {len(params)}.")
-        parts = [
-            _broadcast(s, p, f"{where}[{i}]")
-            for i, (s, p) in enumerate(zip(spec, params, strict=True))
-        ]
-        return type(params)(*parts) if fields is not None else type(params)(parts)
-    raise TypeError(
-        f"{where} must be a set of parameter names or a pytree prefix of the parameters "
-        f"with booleans (or boolean arrays) as leaves; got {spec!r}."
-    )
+    try:
+        return _prefix.expand(spec, params, _is_spec_leaf, False, "fixed")
+    except _prefix.PrefixError as err:
+        raise ValueError(str(err)) from None
 
 
-def resolve(fixed, params, constraints, event_masks_ok=lambda path: False):
+def resolve(
+    fixed, params, constraints, event_masks_ok=lambda path: False, shared=lambda path: False
+):
     """Masks for ``fixed`` on parameters shaped like ``params`` (``None`` if nothing is fixed).
 
     Args:
@@ -94,6 +74,8 @@ def resolve(fixed, params, constraints, event_masks_ok=lambda path: False):
         constraints: the model's constraint pytree.
         event_masks_ok: whether the leaf at a path may fix single entries of a
             constrained vector (the mixture weights: the rest are rescaled).
+        shared: whether the leaf at a path is shared by all components (a tied
+            covariance): per-component flags that cover it must agree.
 
     Raises:
         TypeError / ValueError: naming the part of ``fixed`` that does not fit.
@@ -124,6 +106,16 @@ def resolve(fixed, params, constraints, event_masks_ok=lambda path: False):
         mask = np.asarray(spec)
         if mask.dtype != np.bool_:
             raise TypeError(f"{where} must be booleans, got dtype {mask.dtype}.")
+        if mask.ndim and shared(path) and mask.shape != shape[: mask.ndim]:
+            # Per-component flags given above a leaf that every component shares.
+            if mask.any() != mask.all():
+                raise ValueError(
+                    f"{where}: this parameter is shared by all components (e.g. a tied "
+                    "covariance), so per-component flags that fix some components but not "
+                    "others cannot apply to it; give it its own True or False (for example "
+                    "{'components': {'mean': flags}})."
+                )
+            mask = np.asarray(bool(mask.all()))
         if mask.shape != shape[: mask.ndim]:
             raise ValueError(
                 f"{where} has shape {mask.shape}; it must be a bool or cover the leading axes "

@@ -25,17 +25,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem import _validation
+from jaxem import _validation, mstep
+from jaxem import block_updates as _updates
 from jaxem import constraints as _constraints
 from jaxem import fixed as _fixed
 from jaxem import priors as _priors
 from jaxem.chunks import rows_sum
 from jaxem.estep import e_step, pin_labels
-from jaxem.families.base import Family, closed_form_for, component_constraints
-from jaxem.model import NO_EXTRA, Extra, Model
-from jaxem.mstep import GradientOptions, expected_log_joint, maximize
+from jaxem.families.base import Family, component_constraints
+from jaxem.model import NO_EXTRA, Expectation, Extra, Model
+from jaxem.mstep import GradientOptions, expected_log_joint
 
-__all__ = ["Mixture", "MixtureParams"]
+__all__ = ["Mixture", "MixtureParams", "MixtureStats", "Block"]
 
 
 class MixtureParams(NamedTuple):
@@ -53,10 +54,36 @@ class MixtureParams(NamedTuple):
     components: Any
 
 
-class _MixtureEStep(NamedTuple):
-    counts: jax.Array  # (K,) Σ_i w_i r_ik
-    stats: tuple  # per block: the family's sufficient statistics, or None
-    resp: Any  # (N, K) responsibilities when some block's M-step needs them, else None
+class MixtureStats(NamedTuple):
+    """What a mixture's E-step hands its M-step.
+
+    Attributes:
+        counts: ``(K,)`` expected counts ``Σ_i w_i r_ik``.
+        stats: one entry per block: that family's sufficient statistics
+            (summed over units), or ``None`` where its update reads the
+            responsibilities.
+        resp: ``(N, K)`` responsibilities when some block's update needs
+            them, else ``None``.
+    """
+
+    counts: jax.Array
+    stats: tuple
+    resp: Any = None
+
+
+class Block(NamedTuple):
+    """One family's share of a mixture's components.
+
+    Attributes:
+        family: the ``em.Family``.
+        components: which of the K components it holds (a ``slice``).
+        params: its parameters, every leaf with a leading component axis
+            (except leaves shared by its components, e.g. a tied covariance).
+    """
+
+    family: Family
+    components: slice
+    params: Any
 
 
 def _is_none(obj) -> bool:
@@ -75,78 +102,6 @@ def _block_log_prob(family, block, x, observed):
     if observed is None:
         return family.log_prob_components(block, x)
     return family.log_prob_components_missing(block, x, observed)
-
-
-def _scalar_hyperparameters(family) -> bool:
-    """Whether every prior hyper-parameter is shared by all features.
-
-    Then the closed form can be run feature by feature on ``(N,)`` columns.
-    A Dirichlet's concentration may keep its category axis.
-    """
-    for prior in getattr(family, "priors", {}).values():
-        if prior is None:
-            continue
-        for name, value in vars(prior).items():
-            if not isinstance(value, np.ndarray) or name.startswith("_"):
-                continue
-            allowed = 1 if isinstance(prior, _priors.Dirichlet) else 0
-            if value.ndim > allowed:
-                return False
-    return True
-
-
-def _route(family, ndim: int, missing: bool) -> str:
-    """How a block's M-step is done: from which E-step output, by which update.
-
-    ``stats``/``resp``: the registered closed form from sufficient statistics
-    or from responsibilities; ``missing stats``: the family's own expected
-    statistics under missing entries; ``feature stats``/``feature resp``: the
-    closed form run on each feature's column with its missing rows weighted 0
-    (independent features); ``gradient``: the gradient M-step.
-    """
-    cf = closed_form_for(family)
-    if cf is None:
-        return "gradient"
-    if not missing:
-        return "stats" if cf.sufficient_stats is not None else "resp"
-    overrides = type(family).missing_sufficient_stats is not Family.missing_sufficient_stats
-    if cf.sufficient_stats is not None and overrides:
-        return "missing stats"
-    if ndim == 1 or (family.independent_features and _scalar_hyperparameters(family)):
-        return "feature stats" if cf.sufficient_stats is not None else "feature resp"
-    return "gradient"
-
-
-def _feature_stats(family, block, x, resp, sample_weight, observed):
-    """Closed-form statistics with missing entries weighted 0, feature by feature."""
-    cf = closed_form_for(family)
-    if x.ndim == 1:
-        return cf.sufficient_stats(family, block, x, resp, sample_weight * observed)
-
-    def one(b, column, seen):
-        return cf.sufficient_stats(family, b, column, resp, sample_weight * seen)
-
-    return jax.vmap(one, in_axes=(1, 1, 1))(block, x, observed)
-
-
-def _feature_update(family, block, stats, ndim: int):
-    cf = closed_form_for(family)
-    if ndim == 1:
-        return cf.update(family, block, stats)
-    return jax.vmap(lambda b, st: cf.update(family, b, st), in_axes=(1, 0), out_axes=1)(
-        block, stats
-    )
-
-
-def _feature_resp_update(family, block, x, resp, sample_weight, observed):
-    cf = closed_form_for(family)
-    if x.ndim == 1:
-        return cf.update(family, block, x, resp, sample_weight * observed)
-
-    def one(b, column, seen):
-        return cf.update(family, b, column, resp, sample_weight * seen)
-
-    return jax.vmap(one, in_axes=(1, 1, 1), out_axes=1)(block, x, observed)
 
 
 def _is_family(obj) -> bool:
@@ -278,6 +233,29 @@ class Mixture(Model):
             yield family, slice(start, start + n)
             start += n
 
+    def blocks(self, components) -> list[Block]:
+        """The components split by family: one :class:`Block` per family.
+
+        A mixture of one family is one block of K components; a list of
+        families is one block of one component per entry.
+        """
+        return [
+            Block(family, sl, block)
+            for (family, sl), block in zip(self._slices(), self._to_blocks(components), strict=True)
+        ]
+
+    def updates(self, ndim: int, missing: bool) -> tuple:
+        """One :class:`jaxem.block_updates.BlockUpdate` per block, chosen once for the data's rank.
+
+        ``missing``: whether some entries are missing (integrated out).
+        """
+        key = ("updates", ndim, bool(missing))
+        if key not in self._compiled:
+            self._compiled[key] = tuple(
+                _updates.choose(family, ndim, missing) for family, _ in self._blocks
+            )
+        return self._compiled[key]
+
     @property
     def constraints(self):
         if self.families is None:
@@ -342,123 +320,118 @@ class Mixture(Model):
         # softmax is nan, and nan * 0 would poison every sum.
         return jnp.where(sample_weight[:, None] > 0, resp, 0), row_ll
 
-    def _rows_estep(self, params, x, sample_weight, observed, labels):
-        """E-step over some rows: ``((counts, stats), row_ll, resp)``."""
+    def sufficient_statistics(self, params, x, sample_weight, observed=None, labels=None):
+        """E-step over some rows: ``(MixtureStats, row_ll (N,))``.
+
+        The counts and each block's statistics are sums over the rows (so
+        chunks, devices and streamed batches add up); ``MixtureStats.resp``
+        holds the ``(N, K)`` responsibilities when some block's update needs
+        them, else ``None``.
+        """
         resp, row_ll = self._posterior(params, x, sample_weight, observed, labels)
         counts = jnp.sum(resp * sample_weight[:, None], axis=0)
-        stats = []
-        for (family, sl), block in zip(
-            self._slices(), self._to_blocks(params.components), strict=True
-        ):
-            route = _route(family, x.ndim, observed is not None)
-            r = resp[:, sl]
-            if route == "stats":
-                cf = closed_form_for(family)
-                stats.append(cf.sufficient_stats(family, block, x, r, sample_weight))
-            elif route == "missing stats":
-                stats.append(family.missing_sufficient_stats(block, x, r, sample_weight, observed))
-            elif route == "feature stats":
-                stats.append(_feature_stats(family, block, x, r, sample_weight, observed))
-            else:
-                stats.append(None)  # this block's M-step needs the responsibilities
-        return (counts, tuple(stats)), row_ll, resp
+        updates = self.updates(x.ndim, observed is not None)
+        stats = tuple(
+            upd.stats(b.family, b.params, x, resp[:, b.components], sample_weight, observed)
+            for upd, b in zip(updates, self.blocks(params.components), strict=True)
+        )
+        need_resp = any(upd.needs_resp for upd in updates)
+        return MixtureStats(counts, stats, resp if need_resp else None), row_ll
 
-    def _expect(self, params, x, sample_weight, extra: Extra = NO_EXTRA, chunking=None):
+    def expect(
+        self, params, x, sample_weight, extra: Extra = NO_EXTRA, chunking=None
+    ) -> Expectation:
+        """E-step: row log-likelihoods, log prior, and :class:`MixtureStats`.
+
+        Chunked, the statistics are summed over the chunks; the ``(N, K)``
+        responsibilities are carried only when some block's update reads them
+        (a closed form on them, or the gradient M-step), so that the M-step
+        never re-runs the E-step.
+        """
         observed, labels = extra.observed, extra.labels
         if chunking is None:
-            (counts, stats), row_ll, resp = self._rows_estep(
-                params, x, sample_weight, observed, labels
-            )
-            need_resp = any(st is None for st in stats)
-            m_input = _MixtureEStep(counts, stats, resp if need_resp else None)
+            stats, row_ll = self.sufficient_statistics(params, x, sample_weight, observed, labels)
         else:
-            # Blocks whose M-step works from statistics get them summed over the
-            # chunks; only when some block needs the responsibilities (a closed
-            # form on them, or the gradient M-step) are they carried, (N, K),
-            # so that the M-step never re-runs the E-step.
-            need_resp = any(
-                _route(family, x.ndim, observed is not None)
-                not in ("stats", "missing stats", "feature stats")
-                for family, _ in self._blocks
-            )
 
             def rows(xb, wb, ob, lb):
-                sums, row_ll, resp = self._rows_estep(params, xb, wb, ob, lb)
-                return sums, (row_ll, resp if need_resp else None)
+                st, row_ll = self.sufficient_statistics(params, xb, wb, ob, lb)
+                return (st.counts, st.stats), (row_ll, st.resp)
 
-            (counts, stats), (row_ll, resp) = rows_sum(
+            (counts, sums), (row_ll, resp) = rows_sum(
                 rows, chunking, x, sample_weight, observed, labels
             )
-            m_input = _MixtureEStep(counts, stats, resp)
-        return row_ll, self.log_prior(params), m_input
+            stats = MixtureStats(counts, sums, resp)
+        return Expectation(row_ll, self.log_prior(params), stats)
 
-    def _maximize(
+    def maximize(
         self,
         params,
         x,
         sample_weight,
-        m_input,
+        stats: MixtureStats,
         extra: Extra = NO_EXTRA,
         chunking=None,
         fixed=None,
-    ):
-        observed, labels = extra.observed, extra.labels
+    ) -> MixtureParams:
+        """M-step from :meth:`expect`'s statistics: weights and each block by its update.
+
+        ``x`` and ``sample_weight`` are read only by updates that need the
+        rows (responsibility closed forms, the gradient M-step); a
+        statistics-only mixture may pass a template of the data.
+        ``fixed``: masks (:mod:`jaxem.fixed`) of entries held at ``params``.
+        """
+        observed = extra.observed
         if fixed is None:
-            weights = self._update_weights(params.weights, m_input.counts)
+            weights = self.update_weights(params.weights, stats.counts)
             comp_masks = [None] * len(self._blocks)
         else:
-            weights = self._update_weights(params.weights, m_input.counts, fixed.weights)
+            weights = self.update_weights(params.weights, stats.counts, fixed.weights)
             comp_masks = self._mask_blocks(fixed.components)
-        full_resp = m_input.resp
+        full_resp = stats.resp
 
         def all_resp():
-            # Closed forms written on responsibilities see every row at once.
+            # A block whose closed form was replaced by ``fixed=`` may need
+            # responsibilities the E-step did not carry: compute them once.
             nonlocal full_resp
             if full_resp is None:
-                full_resp = self._posterior(params, x, sample_weight, observed, labels)[0]
+                full_resp = self._posterior(params, x, sample_weight, observed, extra.labels)[0]
             return full_resp
 
-        def gradient(family, sl, block, masks):
+        def gradient(b, masks):
             """The gradient M-step of one block (the fixed entries ``masks`` held)."""
             if chunking is None:
-                resp = all_resp()[:, sl]
-                return self._gradient_block(family, block, x, sample_weight, resp, observed, masks)
+                resp = all_resp()[:, b.components]
+                return self._gradient_block(
+                    b.family, b.params, x, sample_weight, resp, observed, masks
+                )
             return self._gradient_block_chunked(
-                family, sl, block, params, x, sample_weight, extra, chunking, masks, m_input.resp
+                b, params, x, sample_weight, extra, chunking, masks, stats.resp
             )
 
-        blocks = []
-        for (family, sl), block, stats, masks in zip(
-            self._slices(),
-            self._to_blocks(params.components),
-            m_input.stats,
-            comp_masks,
-            strict=True,
+        new = []
+        updates = self.updates(x.ndim, observed is not None)
+        for upd, b, st, masks in zip(
+            updates, self.blocks(params.components), stats.stats, comp_masks, strict=True
         ):
-            cf = closed_form_for(family)
-            route = _route(family, x.ndim, observed is not None)
             held = None if masks is None else jax.tree.leaves(masks)
             if held is not None and all(m.all() for m in held):
-                blocks.append(block)  # every parameter of this family is fixed
+                new.append(b.params)  # every parameter of this family is fixed
             elif held is not None and any(m.any() for m in held):
                 # Some fields or components fixed: a closed form would move them
                 # jointly, so this block takes the gradient M-step over the rest.
-                blocks.append(gradient(family, sl, block, masks))
-            elif route in ("stats", "missing stats"):
-                blocks.append(cf.update(family, block, stats))
-            elif route == "feature stats":
-                blocks.append(_feature_update(family, block, stats, x.ndim))
-            elif route == "resp":
-                blocks.append(cf.update(family, block, x, all_resp()[:, sl], sample_weight))
-            elif route == "feature resp":
-                resp = all_resp()[:, sl]
-                blocks.append(_feature_resp_update(family, block, x, resp, sample_weight, observed))
+                new.append(gradient(b, masks))
+            elif upd.gradient:
+                new.append(gradient(b, None))
             else:
-                blocks.append(gradient(family, sl, block, None))
-        return MixtureParams(weights, self._from_blocks(blocks))
+
+                def resp(sl=b.components):
+                    return all_resp()[:, sl]
+
+                new.append(upd.update(b.family, b.params, st, x, resp, sample_weight, observed))
+        return MixtureParams(weights, self._from_blocks(new))
 
     def _gradient_block_chunked(
-        self, family, sl, block, params, x, sample_weight, extra, chunking, masks=None, resp=None
+        self, b: Block, params, x, sample_weight, extra, chunking, masks=None, resp=None
     ):
         """The gradient M-step of one block with Q summed over row chunks.
 
@@ -466,6 +439,7 @@ class Mixture(Model):
         them (a block whose closed form was replaced by ``fixed=``) they are
         recomputed chunk by chunk (and again in the backward pass).
         """
+        family, sl, block = b
         total = jnp.sum(sample_weight)
 
         def q_rows(theta, xb, wb, ob, rb):
@@ -493,9 +467,16 @@ class Mixture(Model):
             return (q + family.log_prior(_fixed.freeze(masks, theta, block))) / total
 
         leaves = component_constraints(family, block)
-        return maximize(objective, block, leaves, self.gradient_options)
+        return mstep.maximize(objective, block, leaves, self.gradient_options)
 
-    def _update_weights(self, weights, counts, mask=None):
+    def update_weights(self, weights, counts, mask=None) -> jax.Array:
+        """The weights' M-step from the ``(K,)`` expected counts.
+
+        Closed form for a flat or Dirichlet prior (``w ∝ N_k + α_k - 1``),
+        else the gradient M-step on the simplex. ``mask`` (boolean ``(K,)``
+        or a scalar) marks weights held fixed: the free ones share what is
+        left in proportion to their counts.
+        """
         prior = self.weights_prior
         if mask is not None and mask.all():
             return weights
@@ -517,7 +498,7 @@ class Mixture(Model):
             return (expected_log_joint(jnp.log(w), counts) + prior(w)) / total
 
         leaves = _constraints.broadcast(_constraints.simplex, weights)
-        return maximize(objective, weights, leaves, self.gradient_options)
+        return mstep.maximize(objective, weights, leaves, self.gradient_options)
 
     def _gradient_block(self, family, block, x, sample_weight, resp, observed=None, masks=None):
         wr = resp * sample_weight[:, None]
@@ -529,7 +510,7 @@ class Mixture(Model):
             return (q + family.log_prior(theta)) / total
 
         leaves = component_constraints(family, block)
-        return maximize(objective, block, leaves, self.gradient_options)
+        return mstep.maximize(objective, block, leaves, self.gradient_options)
 
     def _draw(self, key, x):
         k = self.n_components
@@ -579,6 +560,19 @@ class Mixture(Model):
         # (the closed form's conditional maximiser; none for another prior).
         closed = self.weights_prior is None or isinstance(self.weights_prior, _priors.Dirichlet)
         return closed and len(path) == 1 and getattr(path[0], "name", None) == "weights"
+
+    def _shared_leaf(self, path) -> bool:
+        if (
+            self.families is not None
+            or len(path) < 2
+            or getattr(path[0], "name", "") != "components"
+        ):
+            return False
+        name = getattr(path[1], "name", getattr(path[1], "key", None))
+        axes = self.family.component_axes(self.family.constraints)
+        if isinstance(axes, dict):
+            return axes.get(name, 0) is None
+        return getattr(axes, str(name), 0) is None
 
     def _check_missing(self, x: np.ndarray) -> None:
         for family, _ in self._blocks:

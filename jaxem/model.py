@@ -1,10 +1,24 @@
 """``em.Model``: a latent-variable model given by its log complete-likelihood.
 
-The engine (:mod:`jaxem.fit`) talks to a model through three pure functions:
-``_expect`` (the E-step: objective and whatever the M-step consumes),
-``_maximize`` (the M-step) and ``_draw`` (one random start). ``Model``
-implements them from the user's ``log_joint`` / ``log_prior`` / ``m_step``;
-:class:`jaxem.Mixture` overrides them to work from sufficient statistics.
+The engine (:mod:`jaxem.fit`, :mod:`jaxem.stream`) talks to a model through a
+small protocol of pure functions, which a subclass may override:
+
+* ``expect(params, data, sample_weight, extra, chunking) -> Expectation``: the
+  E-step. Each unit's log-likelihood, the log prior, and ``stats``: whatever
+  this model's M-step consumes (additive expected statistics summed over the
+  units, or per-unit posteriors), so that the M-step never re-runs the E-step;
+* ``maximize(params, data, sample_weight, stats, extra, chunking, fixed)``: the
+  M-step, from those statistics;
+* ``posterior`` / ``unit_log_likelihood`` / ``decode``: what a fitted model
+  says about its latent states (a chain model answers with smoothed
+  marginals, the forward likelihood and a Viterbi path);
+* ``_draw(key, data)``: one random start.
+
+``Model`` implements them from the user's ``log_joint`` / ``log_prior`` /
+``m_step``: the posterior is the softmax of each unit's log joint (the
+one-factor case of "marginals are the gradient of log Z", Eisner 2016) and
+``stats`` are the responsibilities. :class:`jaxem.Mixture` works from its
+families' sufficient statistics instead.
 """
 
 from __future__ import annotations
@@ -17,14 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from jaxem import _validation
+from jaxem import _validation, mstep
 from jaxem import constraints as _constraints
 from jaxem import fixed as _fixed
 from jaxem.chunks import rows_sum
 from jaxem.estep import e_step, pin_labels
-from jaxem.mstep import GradientOptions, expected_log_joint, maximize
+from jaxem.mstep import GradientOptions, expected_log_joint
 
-__all__ = ["Model"]
+__all__ = ["Model", "Expectation", "Extra"]
 
 
 class Extra(NamedTuple):
@@ -41,6 +55,21 @@ class Extra(NamedTuple):
 
 
 NO_EXTRA = Extra()
+
+
+class Expectation(NamedTuple):
+    """What a model's E-step returns to the engine.
+
+    Attributes:
+        unit_ll: ``(N,)`` log-likelihood ``log p(x_i | params)`` of each unit.
+        log_prior: scalar log prior density of ``params``.
+        stats: what the model's ``maximize`` consumes (a pytree): statistics
+            summed over units, or per-unit posteriors.
+    """
+
+    unit_ll: jax.Array
+    log_prior: jax.Array
+    stats: Any
 
 
 class Model:
@@ -139,25 +168,34 @@ class Model:
         # A zero-weight row may have density 0 everywhere (nan softmax): drop it.
         return jnp.where(sample_weight[:, None] > 0, resp, 0), row_ll
 
-    def _expect(self, params, x, sample_weight, extra: Extra = NO_EXTRA, chunking=None):
-        """E-step: ``(row_ll (N,), log_prior, resp (N, K))``; ``resp`` feeds ``_maximize``.
+    def expect(
+        self, params, x, sample_weight, extra: Extra = NO_EXTRA, chunking=None
+    ) -> Expectation:
+        """E-step over the units of ``x``: an :class:`Expectation`.
 
-        With ``chunking`` the rows are visited chunk by chunk; the
-        responsibilities are carried to the M-step either way, so it never
-        re-runs the E-step (they are what Q needs of a general ``log_joint``).
+        Args:
+            params: the current parameters θt.
+            x: the data (an array, or a pytree of arrays sharing the unit axis).
+            sample_weight: ``(N,)`` unit weights (0 for padding).
+            extra: missing-entry mask and labels (:class:`Extra`).
+            chunking: ``None`` for one pass, or a :class:`jaxem.chunks.Chunking`.
+
+        For a general ``log_joint`` the statistics are the ``(N, K)``
+        responsibilities (what Q needs of it), carried to the M-step, chunked
+        or not, so that it never re-runs the E-step.
         """
         if chunking is None:
             resp, row_ll = self._posterior(params, x, sample_weight, extra.labels)
-            return row_ll, self.log_prior(params), resp
+            return Expectation(row_ll, self.log_prior(params), resp)
 
         def rows(xb, wb, lb):
             resp, row_ll = self._posterior(params, xb, wb, lb)
             return jnp.zeros((), wb.dtype), (row_ll, resp)
 
         _, (row_ll, resp) = rows_sum(rows, chunking, x, sample_weight, extra.labels)
-        return row_ll, self.log_prior(params), resp
+        return Expectation(row_ll, self.log_prior(params), resp)
 
-    def _maximize(
+    def maximize(
         self,
         params,
         x,
@@ -167,12 +205,13 @@ class Model:
         chunking=None,
         fixed=None,
     ):
-        """M-step from the responsibilities of the E-step at ``params``.
+        """M-step from ``stats`` of :meth:`expect` at ``params`` (here the responsibilities).
 
         ``fixed``: masks (:mod:`jaxem.fixed`) of entries held at ``params``'s
         values; the gradient M-step moves only the others. A custom
         ``m_step`` runs as given and the engine restores the fixed entries
         after it (so it must be a conditional maximiser for them).
+        Returns the new parameters (same pytree as ``params``).
         """
         if resp is None:  # a caller without the E-step's output (not the engine)
             resp = self._posterior(params, x, sample_weight, extra.labels)[0]
@@ -196,10 +235,14 @@ class Model:
             return (q + self.log_prior(_fixed.freeze(fixed, theta, params))) / total
 
         leaves = _constraints.broadcast(self.constraints, params)
-        return maximize(objective, params, leaves, self.gradient_options)
+        return mstep.maximize(objective, params, leaves, self.gradient_options)
 
     def _event_masks_ok(self, path) -> bool:
         """Whether ``fixed=`` may fix single entries of the constrained leaf at ``path``."""
+        return False
+
+    def _shared_leaf(self, path) -> bool:
+        """Whether the parameter at ``path`` is shared by all latent states (see ``fixed``)."""
         return False
 
     def _draw(self, key, x):

@@ -42,7 +42,9 @@ def n_parameters(model: Model, params, *, fixed=None) -> int:
     leaves = _constraints.broadcast(model.constraints, params)
     cons = jax.tree.leaves(leaves, is_leaf=lambda c: isinstance(c, _constraints.Constraint))
     values = jax.tree.leaves(params)
-    masks = _fixed.resolve(fixed, params, model.constraints, model._event_masks_ok)
+    masks = _fixed.resolve(
+        fixed, params, model.constraints, model._event_masks_ok, model._shared_leaf
+    )
     flags = [None] * len(values) if masks is None else jax.tree.leaves(masks)
     return sum(
         _fixed.n_free(c, tuple(np.shape(v)), m) for c, v, m in zip(cons, values, flags, strict=True)

@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem import _validation
-from jaxem.families.base import closed_form_for
-from jaxem.mixture import Mixture, _MixtureEStep, _route
+from jaxem.block_updates import FROM_STATS
+from jaxem.mixture import Mixture, MixtureStats
 from jaxem.model import NO_EXTRA
 
 __all__ = ["fit_stream", "StreamResult"]
@@ -189,9 +189,9 @@ class _Passes:
 def _check_model(model) -> None:
     if not isinstance(model, Mixture):
         raise TypeError("fit_stream needs an em.Mixture (its M-step works from statistics).")
-    for family, _ in model._blocks:
-        ok = closed_form_for(family) is not None and _route(family, 2, False) == "stats"
-        if not ok:
+    families = model.families or [model.family]
+    for family, update in zip(families, model.updates(2, False), strict=True):
+        if update is not FROM_STATS:
             raise ValueError(
                 f"fit_stream: {family!r} has no closed-form M-step from sufficient statistics "
                 "(a gradient-only family, or priors its closed form does not cover); fit it "
@@ -310,16 +310,16 @@ def _compiled_estep(model: Mixture):
     if fn is None:
 
         def estep(params, x, w):
-            (counts, stats), row_ll, _ = model._rows_estep(params, x, w, None, None)
+            stats, row_ll = model.sufficient_statistics(params, x, w)
             ll = jnp.sum(jnp.where(w > 0, w * row_ll, 0))
-            return counts, stats, ll
+            return stats.counts, stats.stats, ll
 
         fn = model._compiled[key] = jax.jit(estep)
     return fn
 
 
 def _m_step(model, params, counts, stats, template):
-    return model._maximize(params, template, None, _MixtureEStep(counts, stats, None), NO_EXTRA)
+    return model.maximize(params, template, None, MixtureStats(counts, stats), NO_EXTRA)
 
 
 def _exact(model, batches, params, estep, padded, first, max_iter, tol):
@@ -361,7 +361,7 @@ def _online(model, batches, params, estep, padded, first, epochs, decay):
     def update(params, running, x, w, gamma, n_total):
         counts, stats, _ = estep(params, x, w)
         rows = jnp.sum(w)
-        centres = [getattr(b, "mean", None) for b in model._to_blocks(params.components)]
+        centres = [getattr(b.params, "mean", None) for b in model.blocks(params.components)]
         raw = tuple(
             st if c is None else _recentre(st, c, jnp.zeros_like(c))
             for st, c in zip(stats, centres, strict=True)

@@ -278,7 +278,7 @@ def test_sufficient_stats_are_additive_and_exact(kind):
 @pytest.mark.parametrize("kind", FULL_THEN_SLOW)
 def test_row_chunking_changes_nothing(kind, monkeypatch):
     """Large N is processed in row chunks (zero-padded): same densities, stats, gradients."""
-    import jaxem.families.mvn as mvn
+    from jaxem import chunks
 
     rng = np.random.default_rng(8)
     k, d, n = 3, 3, 203  # 203 = 4 chunks of 56 rows minus 21 padding rows
@@ -295,9 +295,9 @@ def test_row_chunking_changes_nothing(kind, monkeypatch):
         return lp, grad, _stats(fam, p64, x, resp, sw)
 
     with jax.enable_x64(True):
-        assert mvn._chunk_rows(n, k, d) is None
+        assert chunks.plan(n, k, d, None) is None
         one_pass = jax.jit(evaluate)()
-        monkeypatch.setattr(mvn, "_chunk_rows", lambda n_, k_, d_: 56)
+        monkeypatch.setattr(chunks, "plan", lambda n_, k_, d_, size: chunks.Chunking(56, 4, False))
         chunked = jax.jit(evaluate)()
     np.testing.assert_allclose(one_pass[0], ref_log_prob_components(kind, params, x), rtol=1e-11)
     for a, b in zip(jax.tree.leaves(one_pass), jax.tree.leaves(chunked), strict=True):
@@ -305,10 +305,10 @@ def test_row_chunking_changes_nothing(kind, monkeypatch):
 
 
 def test_chunk_size_policy():
-    import jaxem.families.mvn as mvn
+    from jaxem import chunks
 
-    assert mvn._chunk_rows(272, 3, 2) is None  # small problems: one pass
-    size = mvn._chunk_rows(100_000, 8, 16)
+    assert chunks.plan(272, 3, 2, None) is None  # small problems: one pass
+    size = chunks.plan(100_000, 8, 16, None, backend="cpu").size
     chunks = -(-100_000 // size)
     assert 4_000 <= size <= 10_000 and size % 8 == 0 and chunks * size - 100_000 < 8 * chunks
 

@@ -185,6 +185,25 @@ def test_part_of_a_covariance_cannot_be_fixed():
         em.fit(model, x2, init=start, fixed={"components": {"cov": inside}})
 
 
+def test_flags_per_component_over_a_tied_covariance():
+    """A tied covariance is every component's: per-component flags must agree on it."""
+    model = em.Mixture(em.MultivariateNormal("tied"), 3)
+    x2 = np.column_stack([X, 0.5 * X + RNG.normal(0, 1, X.size)])
+    start = em.fit(model, x2, key=jax.random.key(0), max_iter=0).params
+    some = {"components": np.array([True, False, False])}
+    with pytest.raises(ValueError, match=r"components.cov: this parameter is shared"):
+        em.fit(model, x2, init=start, fixed=some)
+    # All components fixed: the tied covariance is fixed too (only weights move).
+    every = {"components": np.array([True, True, True])}
+    res = em.fit(model, x2, init=start, fixed=every, max_iter=5, tol=0.0)
+    np.testing.assert_array_equal(res.params.components.cov, start.components.cov)
+    np.testing.assert_array_equal(res.params.components.mean, start.components.mean)
+    assert em.n_parameters(model, start, fixed=every) == 2
+    # The means of one component fixed, the covariance free: counts 2 + 2·2 + 3.
+    one_mean = {"components": {"mean": np.array([True, False, False])}}
+    assert em.n_parameters(model, start, fixed=one_mean) == 2 + 4 + 3
+
+
 START3 = em.MixtureParams(
     np.array([0.2, 0.3, 0.5]),
     em.NormalParams(mean=np.array([-1.0, 1.0, 3.0]), var=np.array([1.0, 1.0, 1.0])),

@@ -219,3 +219,33 @@ def test_inference_is_the_models():
     assert float(em.log_likelihood(rev, params, D)) == pytest.approx(
         2 * float(em.log_likelihood(MODEL, params, D)), rel=1e-6
     )
+
+
+def _protocol_model():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "regression_protocol.py"
+    spec = importlib.util.spec_from_file_location("regression_protocol", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RegressionMixture(2)
+
+
+def test_a_model_with_its_own_statistics_equals_the_numpy_em_chunked_or_not():
+    """The public protocol: expect -> additive statistics -> maximize (an example's model)."""
+    model = _protocol_model()
+    w = np.random.default_rng(3).uniform(0.5, 2.0, len(D["y"]))
+    with jax.enable_x64(True):
+        start = {k: v for k, v in _start(D).items() if k != "mismatch"}
+        kw = dict(init=start, max_iter=10, tol=0.0, sample_weight=w)
+        one = em.fit(model, D, **kw)
+        many = em.fit(model, D, chunk_size=96, **kw)  # 21 chunks of 96 + padding
+        expectation = model.expect(start, jax.tree.map(jnp.asarray, D), jnp.asarray(w))
+        lj = np.asarray(log_joint(start, D))
+    ref = numpy_em(D, start, 10, weights=w)
+    _close(one.params, ref, rtol=1e-9)
+    _close(many.params, ref, rtol=1e-9)
+    # The statistics are sums over units: the E-step's counts are Σ w r.
+    np.testing.assert_allclose(expectation.stats.n, (w[:, None] * softmax(lj, axis=1)).sum(0))
+    np.testing.assert_allclose(expectation.unit_ll, logsumexp(lj, axis=1), rtol=1e-12)
+    assert np.all(np.diff(one.history) >= -1e-9 * abs(one.history[-1]))

@@ -12,17 +12,18 @@ import numbers
 import jax
 import numpy as np
 
+from jaxem import _validation
+
 
 class _InvalidParameter(ValueError, TypeError):
     """A bad constructor argument (a ValueError, also caught as TypeError, like sklearn's)."""
 
 
 def _check_int(owner: str, name: str, value, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise _InvalidParameter(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}.")
-    if value < minimum:
-        raise _InvalidParameter(f"{owner}: {name} must be >= {minimum}, got {value}.")
-    return int(value)
+    try:
+        return _validation.check_int(name, value, minimum, owner)
+    except (TypeError, ValueError) as err:
+        raise _InvalidParameter(str(err)) from None
 
 
 def _check_real(owner: str, name: str, value, fix: str) -> float:
@@ -66,19 +67,12 @@ def _jax_key(random_state) -> jax.Array:
     return jax.random.key(int(_numpy_rng(random_state).randint(np.iinfo(np.int32).max)))
 
 
-MISSING_OPTIONS = (None, "marginalize")
-
-
 def _check_missing(owner: str, missing) -> bool:
     """Validate the ``missing`` argument; whether NaN entries are missing values."""
-    if missing is None:
-        return False
-    if isinstance(missing, str) and missing == "marginalize":
-        return True
-    raise _InvalidParameter(
-        f"{owner}: missing must be None (NaN in X raises) or 'marginalize' (NaN entries are "
-        f"missing values, integrated out), got {missing!r}."
-    )
+    try:
+        return _validation.check_missing(missing, owner)
+    except ValueError as err:
+        raise _InvalidParameter(str(err)) from None
 
 
 def _check_array(
@@ -97,23 +91,12 @@ def _check_array(
     ``allow_nan``: NaN entries are missing values (``missing="marginalize"``);
     for a fit (``fitting``) every column needs an observed value.
     """
-    if hasattr(X, "tocsr") or hasattr(X, "toarray"):
-        raise TypeError(
-            f"{owner}: sparse input is not supported (X is {type(X).__name__}); "
-            "convert it with X.toarray()."
-        )
-    if X is None or isinstance(X, (str, bytes)):
-        raise TypeError(f"{owner}: X must be an array of numbers, got {type(X).__name__}.")
-    arr = np.asarray(X)
-    if arr.dtype == object:
-        arr = arr.astype(np.float64)  # TypeError for entries that are not numbers
-    if np.iscomplexobj(arr):
+    if np.iscomplexobj(X):  # scikit-learn raises ValueError here, with these words
         raise ValueError(
-            f"{owner}: Complex data not supported (X has dtype {arr.dtype}); pass the real "
-            "and imaginary parts as separate columns."
+            f"{owner}: Complex data not supported (X has dtype {np.asarray(X).dtype}); pass "
+            "the real and imaginary parts as separate columns."
         )
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise TypeError(f"{owner}: X must hold numbers, got dtype {arr.dtype}.")
+    arr = _validation.numeric_array(X, "X", owner)
     arr = arr.astype(np.float32 if arr.dtype == np.float32 else np.float64, copy=False)
     if arr.ndim == 1 and not allow_1d:
         raise ValueError(
@@ -160,23 +143,7 @@ def _check_array(
 def _check_sample_weight(owner: str, sample_weight, n: int) -> np.ndarray:
     if sample_weight is None:
         return np.ones(n)
-    w = np.asarray(sample_weight)
-    if w.dtype == object or not np.issubdtype(w.dtype, np.number):
-        raise TypeError(f"{owner}: sample_weight must hold numbers, got dtype {w.dtype}.")
-    w = w.astype(np.float64)
-    if w.shape != (n,):
-        raise ValueError(
-            f"{owner}: sample_weight must have shape ({n},), one weight per row of X, "
-            f"got shape {w.shape}."
-        )
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError(f"{owner}: sample_weight must be finite and >= 0.")
-    if not w.sum() > 0:
-        raise ValueError(
-            f"{owner}: sample_weight must contain at least one positive weight; all weights "
-            "are zero."
-        )
-    return w
+    return _validation.check_sample_weight(sample_weight, n, owner, rows="X", scale=False)
 
 
 def _check_array_param(name: str, value, shape: tuple) -> np.ndarray:

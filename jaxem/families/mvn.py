@@ -49,7 +49,8 @@ factor ``L_k`` is inverted by a small triangular solve and the Mahalanobis
 terms of all components come from one matrix product ``X @ [A_1ᵀ | … | A_Kᵀ]``
 with ``A_k = L_k⁻¹``. Second moments are K GEMMs (one batched matmul) of
 ``√(w r)·(X - c_k)``. Both run over row chunks of a size chosen from K and D
-(see ``_chunk_rows``) so that the temporaries stay in cache.
+(:func:`jaxem.chunks.map_rows` / :func:`jaxem.chunks.sum_rows`, the engine's
+chunk loop and size rule) so that the temporaries stay in cache.
 """
 
 from __future__ import annotations
@@ -223,13 +224,7 @@ class MultivariateNormal(Family):
             def maha(rows):
                 return jnp.sum((rows[:, None, :] - mc) ** 2, axis=-1) / cov
 
-        size = _chunk_rows(n, k, d)
-        if size is None:
-            m = maha(xc)
-        else:
-            chunks = -(-n // size)
-            xp = jnp.pad(xc, ((0, chunks * size - n), (0, 0))).reshape(chunks, size, d)
-            m = jax.lax.map(maha, xp).reshape(chunks * size, k)[:n]
+        m = _chunks.map_rows(maha, xc, k)
         return -0.5 * (d * _LOG_2PI + log_det + m)
 
     def _full_covs(self, components, k: int, d: int):
@@ -442,20 +437,6 @@ class MultivariateNormalStats(NamedTuple):
     s2: jax.Array
 
 
-def _chunk_rows(n: int, k: int, d: int):
-    """Rows per chunk for this family's own passes over the data, or ``None``.
-
-    The engine's rule (:func:`jaxem.chunks.plan`): on a CPU about 2^20 floats
-    of ``(rows, K·D)`` work per chunk keeps its temporaries in cache (2-3x
-    faster at (N, D, K) = (1e5, 16, 8) on a 2-core Zen 4), an accelerator
-    takes larger chunks, and small problems run in one pass. ``em.fit``'s
-    chunked passes hand over rows already split, so this splits the rest:
-    ``chunk_size=N`` fits and direct calls such as ``predict`` on many rows.
-    """
-    chunking = _chunks.plan(n, k, d, None)
-    return None if chunking is None else chunking.size
-
-
 def _stats(family, params, x, resp, sample_weight):
     wr = resp if sample_weight is None else resp * sample_weight[:, None]  # (N, K)
     mean = params.mean
@@ -475,22 +456,7 @@ def _stats(family, params, x, resp, sample_weight):
             s2 = jnp.einsum("nk,knd->kd", wr_rows, diff * diff, precision=_HI)
         return MultivariateNormalStats(jnp.sum(wr_rows, axis=0), s1, s2)
 
-    size = _chunk_rows(n, k, d)
-    if size is None:
-        return rows_stats(x, wr)
-    chunks = -(-n // size)
-    pad = ((0, chunks * size - n), (0, 0))  # padded rows have zero weight
-    xs = (
-        jnp.pad(x, pad).reshape(chunks, size, d),
-        jnp.pad(wr, pad).reshape(chunks, size, k),
-    )
-    zero = jax.eval_shape(rows_stats, xs[0][0], xs[1][0])
-    zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), zero)
-
-    def add(total, rows):
-        return jax.tree.map(jnp.add, total, rows_stats(*rows)), None
-
-    return jax.lax.scan(add, zero, xs)[0]
+    return _chunks.sum_rows(rows_stats, x, wr, k)
 
 
 def _update(family, params, stats):
