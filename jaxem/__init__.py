@@ -37,6 +37,7 @@ from jaxem.families import (
     register_m_step,
 )
 from jaxem.fit import ConvergenceWarning, FitResult, fit
+from jaxem.hmm import HMM, HMMParams, HMMStats, Sequences, sequences
 from jaxem.mixture import Mixture, MixtureParams, MixtureStats
 from jaxem.model import NO_EXTRA, Expectation, Extra, Model
 from jaxem.mstep import GradientOptions
@@ -88,6 +89,11 @@ __all__ = [
     "chunks",
     "Mixture",
     "MixtureParams",
+    "HMM",
+    "HMMParams",
+    "HMMStats",
+    "Sequences",
+    "sequences",
     "MixtureStats",
     "fit",
     "fit_stream",

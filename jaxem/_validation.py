@@ -281,6 +281,9 @@ def prepare_data(model, x, missing: str | None = None, *, fitting: bool = True):
     fit needs at least as many rows as components, scoring one row is fine.
     """
     check_missing(missing)
+    custom = getattr(model, "_prepare_units", None)
+    if custom is not None:  # a model whose units have their own structure (sequences)
+        return custom(x, missing, fitting)
     if is_unit_tree(x):
         return _prepare_tree(model, x, missing, fitting)
     if isinstance(x, jax.Array) and not x.is_fully_addressable:

@@ -56,8 +56,9 @@ def weighted_sum(sample_weight, row_values):
     return jnp.sum(jnp.where(sample_weight > 0, sample_weight * row_values, 0))
 
 
-def _prepared(model, params, x, missing):
+def _prepared(model, params, x, missing, lengths=None):
     """Validated ``(params, x, observed)`` for the public evaluation functions."""
+    x = model._as_units(x, lengths, missing)
     if missing == "marginalize":
         x, observed = _validation.prepare_data(model, x, missing, fitting=False)
     else:
@@ -65,21 +66,24 @@ def _prepared(model, params, x, missing):
     return model._check_params(params, x), x, observed
 
 
-def responsibilities(model, params, x, *, missing: str | None = None) -> jax.Array:
+def responsibilities(model, params, x, *, missing: str | None = None, lengths=None) -> jax.Array:
     """Posterior probabilities of the latent states, ``(N, K)``: ``model.posterior``.
 
     The model decides how: a softmax per unit for mixtures; a model with
     structure between units (a chain) computes its marginals its own way.
     ``missing="marginalize"``: NaN entries of ``x`` are integrated out (an
     ``em.Mixture`` only); a row with nothing observed gets the weights.
+    For an ``em.HMM`` (``lengths=`` or a list of sequences): the smoothed
+    marginals of every step, concatenated over sequences, ``(ΣT, K)``.
 
     Example:
         >>> r = em.responsibilities(model, res.params, x)   # rows sum to 1
     """
-    return model.posterior(*_prepared(model, params, x, missing))
+    params, x, observed = _prepared(model, params, x, missing, lengths)
+    return model._per_step(model.posterior(params, x, observed), x)
 
 
-def log_likelihood(model, params, x, *, missing: str | None = None) -> jax.Array:
+def log_likelihood(model, params, x, *, missing: str | None = None, lengths=None) -> jax.Array:
     """``Σ_i log p(x_i | params)``, summed over units (no prior), a scalar.
 
     With ``missing="marginalize"``, the log-likelihood of the observed entries.
@@ -87,13 +91,16 @@ def log_likelihood(model, params, x, *, missing: str | None = None) -> jax.Array
     Example:
         >>> em.log_likelihood(model, res.params, x)   # == res.log_likelihood
     """
-    return jnp.sum(model.unit_log_likelihood(*_prepared(model, params, x, missing)))
+    return jnp.sum(model.unit_log_likelihood(*_prepared(model, params, x, missing, lengths)))
 
 
-def predict(model, params, x, *, missing: str | None = None) -> jax.Array:
+def predict(model, params, x, *, missing: str | None = None, lengths=None) -> jax.Array:
     """Most probable latent state of each unit, ``(N,)`` integers: ``model.decode``.
+
+    For an ``em.HMM``: the Viterbi path of every sequence, concatenated, ``(ΣT,)``.
 
     Example:
         >>> labels = em.predict(model, res.params, x)
     """
-    return model.decode(*_prepared(model, params, x, missing))
+    params, x, observed = _prepared(model, params, x, missing, lengths)
+    return model._per_step(model.decode(params, x, observed), x)

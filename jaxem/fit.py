@@ -405,6 +405,7 @@ def fit(
     progress: int = 0,
     chunk_size: int | None = None,
     fixed=None,
+    lengths=None,
 ) -> FitResult:
     """Fit ``model`` to ``x`` by EM; return the best of ``restarts`` runs.
 
@@ -467,6 +468,10 @@ def fit(
             values; pass ``init=`` to fix known values. Count free parameters
             with ``em.n_parameters(model, params, fixed=...)`` (and ``bic``/
             ``aic``).
+        lengths: for a sequence model (``em.HMM``): the lengths of the
+            sequences whose concatenation is ``x`` (hmmlearn's convention).
+            ``x`` may instead be a list of sequences. The units are then the
+            sequences: ``sample_weight`` has one weight per sequence.
 
     The result is deterministic: the same data, key and arguments give the
     same result on the same device and JAX version.
@@ -490,6 +495,7 @@ def fit(
     progress = _validation.check_int("progress", progress, 0)
     if chunk_size is not None:
         chunk_size = _validation.check_int("chunk_size", chunk_size, 1)
+    x = model._as_units(x, lengths, missing)
     if missing == "marginalize":
         x, observed = _validation.prepare_data(model, x, missing)
     else:
@@ -519,7 +525,7 @@ def fit(
         from_keys = True
     n_states = _n_states(model, x, starts, from_keys)
     if labels is not None:
-        labels = _validation.place_like(_validation.prepare_labels(labels, n, n_states), lead)
+        labels = _validation.place_like(model._prepare_labels(labels, x, n_states), lead)
     extra = Extra(observed, labels)
 
     n_devices = len(lead.sharding.device_set) if isinstance(lead, jax.Array) else 1
@@ -547,7 +553,7 @@ def fit(
         pick = np.random.default_rng(0).choice(n_draw, DRAW_ROWS, replace=False)
         x_draw = _validation.take_units(x_draw, np.sort(pick))
         n_draw = DRAW_ROWS
-    if from_keys and n_draw < getattr(model, "n_components", 1):
+    if from_keys and n_draw < model._min_units():
         raise ValueError(
             f"sample_weight leaves {n_draw} rows with positive weight, fewer than "
             f"n_components={model.n_components}."

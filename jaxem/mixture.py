@@ -329,14 +329,27 @@ class Mixture(Model):
         them, else ``None``.
         """
         resp, row_ll = self._posterior(params, x, sample_weight, observed, labels)
+        return self.statistics_from_resp(
+            params.components, x, resp, sample_weight, observed
+        ), row_ll
+
+    def statistics_from_resp(
+        self, components, x, resp, sample_weight, observed=None
+    ) -> MixtureStats:
+        """:class:`MixtureStats` of rows ``x`` given their ``(N, K)`` responsibilities.
+
+        For models whose posterior over the components comes from elsewhere
+        (an HMM's smoothed marginals): counts ``Σ w r``, each block's
+        sufficient statistics, and ``resp`` where some block's update reads it.
+        """
         counts = jnp.sum(resp * sample_weight[:, None], axis=0)
         updates = self.updates(x.ndim, observed is not None)
         stats = tuple(
             upd.stats(b.family, b.params, x, resp[:, b.components], sample_weight, observed)
-            for upd, b in zip(updates, self.blocks(params.components), strict=True)
+            for upd, b in zip(updates, self.blocks(components), strict=True)
         )
         need_resp = any(upd.needs_resp for upd in updates)
-        return MixtureStats(counts, stats, resp if need_resp else None), row_ll
+        return MixtureStats(counts, stats, resp if need_resp else None)
 
     def expect(
         self, params, x, sample_weight, extra: Extra = NO_EXTRA, chunking=None

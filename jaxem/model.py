@@ -241,6 +241,35 @@ class Model:
         """Whether ``fixed=`` may fix single entries of the constrained leaf at ``path``."""
         return False
 
+    def _as_units(self, x, lengths=None, missing=None):
+        """The user's data as this model's units (a sequence model splits ``lengths``)."""
+        if lengths is not None:
+            raise TypeError(
+                "lengths= splits data into sequences, for sequence models (em.HMM); this "
+                f"model ({type(self).__name__}) takes independent units."
+            )
+        return x
+
+    def _prepare_labels(self, labels, data, n_states: int):
+        """``labels`` as per-unit int32 states (-1 unknown), validated on the host."""
+        return _validation.prepare_labels(labels, _validation.n_units(data), n_states)
+
+    def _per_step(self, out, data):
+        """Per-unit outputs as the public functions return them (sequence models flatten)."""
+        return out
+
+    def _n_observations(self, data) -> int:
+        """N in BIC's ``p log N``: the number of units."""
+        return _validation.n_units(data)
+
+    def _structural_zeros(self, params) -> int:
+        """Constrained entries that are not free parameters (an HMM's zero transitions)."""
+        return 0
+
+    def _min_units(self) -> int:
+        """Units needed to draw a start (a mixture: one per component)."""
+        return int(getattr(self, "n_components", 1))
+
     def _shared_leaf(self, path) -> bool:
         """Whether the parameter at ``path`` is shared by all latent states (see ``fixed``)."""
         return False

@@ -46,12 +46,13 @@ def n_parameters(model: Model, params, *, fixed=None) -> int:
         fixed, params, model.constraints, model._event_masks_ok, model._shared_leaf
     )
     flags = [None] * len(values) if masks is None else jax.tree.leaves(masks)
-    return sum(
+    free = sum(
         _fixed.n_free(c, tuple(np.shape(v)), m) for c, v, m in zip(cons, values, flags, strict=True)
     )
+    return free - model._structural_zeros(params)
 
 
-def bic(model: Model, params, x, *, fixed=None) -> float:
+def bic(model: Model, params, x, *, fixed=None, lengths=None) -> float:
     """Bayesian information criterion ``-2 log L + p log N`` (lower is better).
 
     Args:
@@ -60,24 +61,27 @@ def bic(model: Model, params, x, *, fixed=None) -> float:
         x: ``(N,)`` or ``(N, D)`` data, or a pytree of arrays of N units;
             ``log L`` is summed over its rows (units).
         fixed: the ``fixed=`` of the fit: fixed parameters are not counted.
+        lengths: for an ``em.HMM``, the sequence lengths (``N`` is then the
+            number of observations, all steps of all sequences, as hmmlearn's).
 
     Example:
         >>> em.bic(model, res.params, x)
     """
-    ll = float(log_likelihood(model, params, x))  # validates x first
+    ll = float(log_likelihood(model, params, x, lengths=lengths))  # validates x first
+    units = model._as_units(x, lengths)
     n = (
-        _validation.n_units(x)
-        if _validation.is_unit_tree(x)
-        else _validation.as_float_array(x).shape[0]
+        model._n_observations(units)
+        if _validation.is_unit_tree(units)
+        else _validation.as_float_array(units).shape[0]
     )
     return -2.0 * ll + n_parameters(model, params, fixed=fixed) * math.log(n)
 
 
-def aic(model: Model, params, x, *, fixed=None) -> float:
+def aic(model: Model, params, x, *, fixed=None, lengths=None) -> float:
     """Akaike information criterion ``-2 log L + 2 p`` (lower is better).
 
     Example:
         >>> em.aic(model, res.params, x)
     """
-    ll = float(log_likelihood(model, params, x))
+    ll = float(log_likelihood(model, params, x, lengths=lengths))
     return -2.0 * ll + 2.0 * n_parameters(model, params, fixed=fixed)
