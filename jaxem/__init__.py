@@ -52,6 +52,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "GaussianMixture": "jaxem.estimators",
     "MixtureEstimator": "jaxem.estimators",
+    "GaussianHMM": "jaxem.estimators",
+    "HMMEstimator": "jaxem.estimators",
     "NotFittedError": "jaxem.estimators",
     "select_model": "jaxem.model_selection",
     "ModelSelection": "jaxem.model_selection",
@@ -133,6 +135,8 @@ __all__ = [
     "priors",
     "GaussianMixture",
     "MixtureEstimator",
+    "GaussianHMM",
+    "HMMEstimator",
     "NotFittedError",
     "select_model",
     "ModelSelection",

@@ -426,8 +426,13 @@ class HMM(Model):
         if fixed is not None:
             masks = MixtureParams(np.zeros((k,), bool), fixed.emissions)
         obs = None if extra.observed is None else extra.observed.reshape(x_flat.shape)
+
+        def posterior():  # the smoothed marginals at params, when stats did not carry them
+            post = self._forward_backward(params, data, extra.observed, extra.labels)
+            return post.marginals.reshape(-1, k)
+
         emissions = self._mixture.maximize(
-            mix, x_flat, steps, stats.emissions, Extra(obs, None), None, masks
+            mix, x_flat, steps, stats.emissions, Extra(obs, None), None, masks, posterior
         ).components
         return HMMParams(initial, transition, emissions)
 

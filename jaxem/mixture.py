@@ -385,8 +385,14 @@ class Mixture(Model):
         extra: Extra = NO_EXTRA,
         chunking=None,
         fixed=None,
+        posterior=None,
     ) -> MixtureParams:
         """M-step from :meth:`expect`'s statistics: weights and each block by its update.
+
+        ``posterior``: a function returning the ``(N, K)`` responsibilities at
+        ``params`` when an update needs them and ``stats`` did not carry them
+        (a model whose posterior is not this mixture's softmax, e.g. an HMM's
+        smoothed marginals); by default this mixture's E-step.
 
         ``x`` and ``sample_weight`` are read only by updates that need the
         rows (responsibility closed forms, the gradient M-step); a
@@ -406,7 +412,9 @@ class Mixture(Model):
             # A block whose closed form was replaced by ``fixed=`` may need
             # responsibilities the E-step did not carry: compute them once.
             nonlocal full_resp
-            if full_resp is None:
+            if full_resp is None and posterior is not None:
+                full_resp = posterior()
+            elif full_resp is None:
                 full_resp = self._posterior(params, x, sample_weight, observed, extra.labels)[0]
             return full_resp
 

@@ -58,7 +58,9 @@ Layout: ``_compat`` (scikit-learn's bases and exceptions, or stand-ins),
 ``_cache`` (the model cache and row padding), ``_gaussian`` (Gaussian starts in
 JAX, float64 NumPy scoring and precisions), ``_saving`` (the saved form),
 ``base`` (the shared fit/predict/score machinery), ``gaussian``
-(``GaussianMixture``) and ``generic`` (``MixtureEstimator``).
+(``GaussianMixture``), ``generic`` (``MixtureEstimator``), ``hmm``
+(``GaussianHMM``, ``HMMEstimator``: hmmlearn's interface) and
+``_hmm_gaussian`` (hmmlearn's Gaussian emissions and their MAP update).
 """
 
 from jaxem.estimators._cache import _CACHE as _CACHE
@@ -68,5 +70,13 @@ from jaxem.estimators._gaussian import INIT_PARAMS as INIT_PARAMS
 from jaxem.estimators._gaussian import _GaussianStarts as _GaussianStarts
 from jaxem.estimators.gaussian import GaussianMixture
 from jaxem.estimators.generic import MixtureEstimator
+from jaxem.estimators.hmm import GaussianHMM, HMMEstimator
 
-__all__ = ["GaussianMixture", "MixtureEstimator", "NotFittedError", "HAVE_SKLEARN"]
+__all__ = [
+    "GaussianMixture",
+    "MixtureEstimator",
+    "GaussianHMM",
+    "HMMEstimator",
+    "NotFittedError",
+    "HAVE_SKLEARN",
+]
