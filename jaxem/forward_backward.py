@@ -20,6 +20,7 @@ transition matrix (``-inf``) are exact.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -29,6 +30,8 @@ __all__ = [
     "ChainPosterior",
     "forward_backward",
     "forward_backward_parallel",
+    "forward_backward_blocked",
+    "block_length",
     "viterbi",
     "log_normalizer",
 ]
@@ -161,6 +164,105 @@ def forward_backward_parallel(log_initial, transition, log_emission, mask) -> Ch
         "ti,tj->ij", alphas[:-1] * weight[:, None], msg, precision=jax.lax.Precision.HIGHEST
     )
     return ChainPosterior(log_likelihood, marginals, transition * outer)
+
+
+def block_length(n_steps: int) -> int:
+    """Steps per block of :func:`forward_backward_blocked`: about ``√T``, at least 8."""
+    return max(8, int(math.ceil(math.sqrt(max(n_steps - 1, 1)))))
+
+
+def forward_backward_blocked(
+    log_initial, transition, log_emission, mask, block: int | None = None
+) -> ChainPosterior:
+    """:func:`forward_backward` with ``≈ 4√T`` sequential steps instead of ``2T``.
+
+    The ``T - 1`` transitions are cut into ``C`` blocks of ``L`` steps. (1) Each
+    block's product ``M_c = Π A diag(e_t)`` (normalised) is formed, all blocks
+    at once; (2) a scan over the ``C`` blocks gives the exact filtered message
+    entering each block and the backward message leaving it; (3) each block
+    then runs the ordinary scaled recursions from those messages, all blocks at
+    once. Work grows by about ``K`` in (1) (matrices instead of vectors); the
+    gain is the depth: on a CPU a step of a small scan costs microseconds of
+    loop overhead whatever its size, so for long sequences this is the fast
+    form (benchmarks/RESULTS.md). Marginals and transition counts are
+    normalised step by step, so the blocks' arbitrary message scales cancel.
+    """
+    dtype = log_emission.dtype
+    t_len, k = log_emission.shape
+    length = block_length(t_len) if block is None else block
+    count = -(-(t_len - 1) // length)
+    pad = count * length - (t_len - 1)
+    emit, top = _scaled_emissions(log_emission)
+    first = jnp.exp(log_initial - jnp.max(log_initial)) * emit[0]
+    c0 = jnp.sum(first)
+    alpha0 = first / c0
+    hi = jax.lax.Precision.HIGHEST
+    e = jnp.concatenate([emit[1:], jnp.ones((pad, k), dtype)]).reshape(count, length, k)
+    m = jnp.concatenate([mask[1:], jnp.zeros((pad,), bool)]).reshape(count, length)
+    eye = jnp.eye(k, dtype=dtype)
+
+    def product(p, inputs):
+        et, mt = inputs
+        q = jnp.matmul(p, transition, precision=hi) * et[None, :]
+        q = jnp.where(mt, q, p)
+        return q / jnp.max(q), None
+
+    blocks = jax.vmap(lambda eb, mb: jax.lax.scan(product, eye, (eb, mb))[0])(e, m)
+
+    def entering(a, mc):
+        n = jnp.matmul(a, mc, precision=hi)
+        return n / jnp.sum(n), a
+
+    _, starts = jax.lax.scan(entering, alpha0, blocks)  # (C, K): message before each block
+
+    def leaving(b, mc):
+        n = jnp.matmul(mc, b, precision=hi)
+        return n / jnp.max(n), b
+
+    _, ends = jax.lax.scan(leaving, jnp.ones((k,), dtype), blocks, reverse=True)  # β at block ends
+
+    def forward(a, inputs):
+        et, mt = inputs
+        pred = jnp.matmul(a, transition, precision=hi) * et
+        c = jnp.sum(pred)
+        new = jnp.where(mt, pred / c, a)
+        return new, (new, jnp.where(mt, jnp.log(c), 0.0))
+
+    def block_forward(a0, eb, mb):
+        return jax.lax.scan(forward, a0, (eb, mb), unroll=_UNROLL)[1]
+
+    alphas, log_c = jax.vmap(block_forward)(starts, e, m)  # (C, L, K), (C, L)
+    before = jnp.concatenate([starts[:, None], alphas[:, :-1]], axis=1)  # α̂ at t - 1
+
+    def backward(carry, inputs):
+        b, counts = carry  # β at step t
+        a_prev, et, mt = inputs
+        msg = et * b
+        xi = a_prev[:, None] * transition * msg[None, :]
+        xi = jnp.where(mt, xi / jnp.sum(xi), 0.0)
+        prev = jnp.matmul(transition, msg, precision=hi)
+        prev = jnp.where(mt, prev / jnp.max(prev), b)
+        return (prev, counts + xi), prev
+
+    def block_backward(b_end, ab, eb, mb):
+        init = (b_end, jnp.zeros((k, k), dtype))
+        (_, counts), prevs = jax.lax.scan(
+            backward, init, (ab, eb, mb), reverse=True, unroll=_UNROLL
+        )
+        return counts, prevs
+
+    counts, prevs = jax.vmap(block_backward)(ends, before, e, m)
+    betas = jnp.concatenate(
+        [prevs.reshape(count * length, k)[: t_len - 1], jnp.ones((1, k), dtype)]
+    )
+    every = jnp.concatenate([alpha0[None], alphas.reshape(count * length, k)[: t_len - 1]])
+    marginals = every * betas
+    marginals = marginals / jnp.sum(marginals, axis=1, keepdims=True)
+    marginals = jnp.where(mask[:, None], marginals, 0.0)
+    log_likelihood = (
+        jnp.log(c0) + jnp.max(log_initial) + jnp.sum(log_c) + jnp.sum(jnp.where(mask, top, 0))
+    )
+    return ChainPosterior(log_likelihood, marginals, jnp.sum(counts, axis=0))
 
 
 def log_normalizer(log_initial, log_transition, log_emission, mask) -> jax.Array:

@@ -19,6 +19,7 @@ import pytest
 import jaxem as em
 from jaxem.forward_backward import (
     forward_backward,
+    forward_backward_blocked,
     forward_backward_parallel,
     log_normalizer,
     viterbi,
@@ -45,9 +46,18 @@ def _chain(rng, k, t_len, zeros=False):
     return pi, a, rng.normal(0, 3, (t_len, k))
 
 
-@pytest.mark.parametrize("parallel", [False, True])
+def _blocked(*args):
+    return forward_backward_blocked(
+        *args, block=7
+    )  # 58 transitions: 9 blocks, the last part padding
+
+
+VARIANTS = {"scan": forward_backward, "parallel": forward_backward_parallel, "blocked": _blocked}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("zeros", [False, True])
-def test_forward_backward_equals_log_space_numpy_and_the_gradient_of_log_z(zeros, parallel):
+def test_forward_backward_equals_log_space_numpy_and_the_gradient_of_log_z(zeros, variant):
     rng = np.random.default_rng(0)
     pi, a, log_e = _chain(rng, 4, 50, zeros)
     log_pi, log_a = _logs(pi, a)
@@ -55,7 +65,7 @@ def test_forward_backward_equals_log_space_numpy_and_the_gradient_of_log_z(zeros
     pad = np.concatenate([log_e, rng.normal(0, 3, (9, 4))])  # 9 padding steps
     mask = np.r_[np.ones(50, bool), np.zeros(9, bool)]
     with jax.enable_x64(True):
-        fb = jax.jit(forward_backward_parallel if parallel else forward_backward)
+        fb = jax.jit(VARIANTS[variant])
         out = fb(jnp.asarray(log_pi), jnp.asarray(a), jnp.asarray(pad), mask)
         np.testing.assert_allclose(out.log_likelihood, ll, rtol=1e-13)
         np.testing.assert_allclose(out.marginals[:50], gamma, atol=1e-12)
@@ -76,7 +86,7 @@ def _long_chain():
     return (pi, a, log_e), ref.forward_backward(np.log(pi), np.log(a), log_e)
 
 
-@pytest.mark.parametrize("fb", [forward_backward, forward_backward_parallel])
+@pytest.mark.parametrize("fb", [forward_backward, forward_backward_parallel, _blocked])
 def test_forward_backward_float32_stays_finite_on_long_sequences(fb):
     (pi, a, log_e), (ll, gamma, _) = _long_chain()
     out = jax.jit(fb)(
@@ -152,9 +162,16 @@ def _assert_params(params, expected, rtol):
     np.testing.assert_allclose(params.emissions.cov, variances, rtol=rtol)
 
 
-@pytest.mark.parametrize("chunk_size, parallel", [(None, False), (2, False), (None, True)])
-def test_baum_welch_equals_float64_numpy_with_unequal_lengths_and_weights(chunk_size, parallel):
+@pytest.mark.parametrize(
+    "chunk_size, parallel", [(None, False), (2, False), (None, True), (None, "blocked")]
+)
+def test_baum_welch_equals_float64_numpy_with_unequal_lengths_and_weights(
+    chunk_size, parallel, monkeypatch
+):
     w = np.array([1.0, 2.0, 0.5, 3.0])
+    if parallel == "blocked":  # what sequences of BLOCKED_MIN_STEPS steps or more get
+        monkeypatch.setattr("jaxem.hmm.BLOCKED_MIN_STEPS", 100)
+        parallel = False
     hmm = em.HMM(em.MultivariateNormal("diag", reg_covar=0.0), 3, parallel=parallel)
     with jax.enable_x64(True):
         res = em.fit(
@@ -244,8 +261,7 @@ def test_fixed_transitions_keep_their_values():
     assert em.n_parameters(HMM, held.params, fixed={"transition"}) == 2 + 12
 
 
-def test_occasionally_dishonest_casino():
-    """Durbin et al. (1998), 3.2: a fair die and a loaded one (a six half the time)."""
+def _casino():
     rng = np.random.default_rng(4)
     a = np.array([[0.95, 0.05], [0.1, 0.9]])
     faces = np.array([[1 / 6] * 6, [0.1] * 5 + [0.5]])
@@ -254,6 +270,12 @@ def test_occasionally_dishonest_casino():
         z.append(rng.choice(2, p=a[z[-1]]))
     z = np.array(z)
     rolls = (rng.random(3000)[:, None] > np.cumsum(faces[z], axis=1)).sum(1)
+    return a, faces, z, rolls
+
+
+def test_occasionally_dishonest_casino():
+    """Durbin et al. (1998), 3.2: a fair die and a loaded one (a six half the time)."""
+    a, faces, z, rolls = _casino()
     hmm = em.HMM(em.Categorical(6), 2)
     start = em.HMMParams(  # Durbin's Baum–Welch: a sticky guess, a mild preference for sixes
         np.array([0.5, 0.5]),
@@ -270,6 +292,22 @@ def test_occasionally_dishonest_casino():
     assert res.log_likelihood >= at_truth  # the maximum-likelihood estimate
     # The decoded path beats always answering "fair" (the majority state).
     assert np.mean(path == z) > max(np.mean(z == 0), np.mean(z == 1)) + 0.05
+
+
+@pytest.mark.slow
+def test_casino_from_random_restarts():
+    """The README's call: 8 random restarts reach the optimum of a sensible start."""
+    a, faces, z, rolls = _casino()
+    hmm = em.HMM(em.Categorical(6), 2)
+    start = em.HMMParams(
+        np.array([0.5, 0.5]),
+        np.array([[0.9, 0.1], [0.1, 0.9]]),
+        em.CategoricalParams(probs=np.array([[[1 / 6] * 6], [[0.15] * 5 + [0.25]]])),
+    )
+    guided = em.fit(hmm, rolls[:, None], init=start, max_iter=2000)
+    random = em.fit(hmm, rolls[:, None], key=jax.random.key(0), restarts=8, max_iter=2000)
+    assert random.objective >= guided.objective - 1e-4 * abs(guided.objective)
+    assert np.sum(random.restart_objectives >= guided.objective - 1.0) >= 4
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ import numpy as np
 
 from jaxem import _validation
 from jaxem import priors as _priors
+from jaxem.estimators._cache import _cached
 from jaxem.estimators._checks import (
     _check_int,
     _check_random_state,
@@ -199,12 +200,15 @@ class HMMEstimator(_BaseEstimator):
                 value = value[0]
             return _priors.Dirichlet(value if value.ndim else float(value))
 
-        return HMM(
-            self._emission(n_features),
-            k,
-            initial_prior=dirichlet("startprob_prior", self.startprob_prior),
-            transition_prior=dirichlet("transmat_prior", self.transmat_prior),
-        )
+        emission = self._emission(n_features)
+        initial = dirichlet("startprob_prior", self.startprob_prior)
+        transition = dirichlet("transmat_prior", self.transmat_prior)
+        # One model per settings, kept with its compiled programs: a refit (or
+        # another estimator with the same settings) does not recompile.
+        key = ("hmm", repr(emission), k, repr(initial), repr(transition))
+        return _cached(
+            key, lambda: HMM(emission, k, initial_prior=initial, transition_prior=transition)
+        ).model
 
     def _starts(self, hmm: HMM, x: np.ndarray, dtype):
         """``n_init`` starts, stacked, from ``init_params`` and the current attributes."""

