@@ -235,10 +235,13 @@ def read_data(path: str, columns: str | None = None) -> tuple[np.ndarray, list[s
 
 # -- the model ---------------------------------------------------------------------------
 @functools.lru_cache(maxsize=16)
-def _model(family: str, k: int, covariance_type: str, n_categories: int, n_trials: int):
+def _model(
+    family: str, k: int, covariance_type: str, n_categories: int, n_trials: int, kind="mixture"
+):
     """One model instance per configuration: a repeated fit reuses its compiled program.
 
-    The family is built from the options among its ``hyperparameters``.
+    The family is built from the options among its ``hyperparameters``; ``kind``
+    is ``"mixture"`` or ``"hmm"`` (K hidden states with that emission family).
     """
     import jaxem as em
 
@@ -249,7 +252,80 @@ def _model(family: str, k: int, covariance_type: str, n_categories: int, n_trial
         "n_trials": n_trials,
     }
     kwargs = {name: options[name] for name in cls.hyperparameters if name in options}
+    if kind == "hmm":
+        return em.HMM(cls(**kwargs), k)
     return em.Mixture(cls(**kwargs), n_components=k)
+
+
+def _sequence_lengths(path: str, column: str, columns: str | None):
+    """``(x, names, lengths)``: rows grouped by ``column`` (ids), in order of first appearance.
+
+    Each sequence keeps its rows in file order; ``column`` is a header name or a
+    0-based index and is not a data column.
+    """
+    if path.endswith(".npy"):
+        raw, all_names = _read_npy(path, None)
+        (j,) = _select(column, all_names, False)
+        ids = [str(v) for v in raw[:, j]]
+        picked = (
+            [i for i in range(raw.shape[1]) if i != j]
+            if columns is None
+            else _select(columns, all_names, False)
+        )
+        if j in picked or not picked:
+            raise CLIError("--columns must name data columns besides --sequence-column.", code=2)
+        x, names = raw[:, picked], [all_names[i] for i in picked]
+    else:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            if not os.path.isfile(path):
+                raise CLIError(f"{path}: no such file.")
+            try:
+                with open(path, encoding="utf-8-sig") as f:
+                    text = f.read()
+            except UnicodeDecodeError:
+                raise CLIError(f"{path}: not a text (UTF-8) CSV file; use .csv or .npy.") from None
+        rows = _split_rows(text)
+        if not rows:
+            raise CLIError(f"{path}: the file is empty (no data rows).")
+        has_header = any(_number(c) is None for c in rows[0][1])
+        width = len(rows[0][1])
+        all_names = (
+            [c.strip() or f"col{i}" for i, c in enumerate(rows[0][1])]
+            if has_header
+            else [f"col{i}" for i in range(width)]
+        )
+        body = rows[1:] if has_header else rows
+        (j,) = _select(column, all_names, has_header)
+        if columns is None:
+            others = [str(i) for i in range(width) if i != j and not _labels_only(body, i)]
+            if not others:
+                raise CLIError(f"{path}: no column besides the sequence column holds numbers.")
+            columns = ",".join(others)
+        elif j in _select(columns, all_names, has_header):
+            raise CLIError("--columns must not include the --sequence-column.", code=2)
+        x, names = _read_csv(path, text, columns)
+        ids = [cells[j].strip() if j < len(cells) else "" for _, cells in body]
+    first: dict[str, int] = {}
+    group = np.array([first.setdefault(v, len(first)) for v in ids])
+    order = np.argsort(group, kind="stable")
+    return x[order], names, np.bincount(group)
+
+
+def _sorted_hmm(model, params):
+    """HMM parameters with the states in order of their emission's location."""
+    from jaxem import HMMParams
+
+    emissions = params.emissions
+    order = np.argsort(_sort_key(model.emission, emissions), kind="stable")
+    axes = model.emission.component_axes(emissions)
+    fields = {
+        f: np.asarray(v)[order] if getattr(axes, f) == 0 else np.asarray(v)
+        for f, v in emissions._asdict().items()
+    }
+    transition = np.asarray(params.transition)[np.ix_(order, order)]
+    return HMMParams(np.asarray(params.initial)[order], transition, type(emissions)(**fields))
 
 
 @np.errstate(all="ignore")  # NaN/inf estimates sort and print (as nan/inf) without warnings
@@ -366,6 +442,92 @@ def _need_matplotlib(what: str) -> None:
         raise CLIError(f'{what} needs matplotlib: pip install "jaxem[plot]"') from None
 
 
+def _report_hmm(args, model, family, res, xx, names, lengths, n_nan, elapsed, dtype) -> int:
+    """Print (and write) a fitted HMM: one row per state, then the transition matrix."""
+    import types
+
+    import jaxem as em
+
+    params = _sorted_hmm(model, res.params)
+    missing = "marginalize" if n_nan else None
+    n = xx.shape[0]
+    n_params = em.n_parameters(model, params)
+    ll = float(em.log_likelihood(model, params, xx, lengths=lengths, missing=missing))
+    bic, aic = -2 * ll + n_params * math.log(n), -2 * ll + 2 * n_params
+    post = np.asarray(em.responsibilities(model, params, xx, lengths=lengths, missing=missing))
+    occupancy = post.mean(axis=0)
+    n_seq = 1 if lengths is None else len(lengths)
+    print(
+        f"jaxem fit {args.data}: {n} rows in {n_seq} sequence(s), columns {', '.join(names)}; "
+        f"hidden Markov model, {model.emission!r} emissions, K={args.k}"
+    )
+    if n_nan:
+        print(f"   {n_nan} missing values integrated out")
+    shim = types.SimpleNamespace(family=model.emission)
+    as_mixture = em.MixtureParams(occupancy, params.emissions)
+    headers, rows, notes = _parameter_rows(shim, family, as_mixture, names)
+    headers = ["state", "occupancy", "initial"] + headers[2:]
+    initial = np.asarray(params.initial, np.float64)
+    rows = [[r[0], r[1], f"{initial[i]:.4f}"] + r[2:] for i, r in enumerate(rows)]
+    print(_table(headers, rows))
+    for note in notes:
+        print(f"   ({note})")
+    transition = np.asarray(params.transition, np.float64)
+    print("   transition probabilities (row: from, column: to):")
+    t_rows = [[i + 1] + [f"{v:.4f}" for v in transition[i]] for i in range(args.k)]
+    print(_table(["from"] + [f"to {j + 1}" for j in range(args.k)], t_rows))
+    reached = int(np.sum(np.isclose(res.restart_objectives, res.objective, rtol=1e-6, atol=1e-3)))
+    print(
+        f"   log-likelihood {ll:.6g}, objective {res.objective:.6g}, BIC {bic:.6g}, "
+        f"AIC {aic:.6g} ({n_params} free parameters)"
+    )
+    print(
+        f"   best of {args.restarts} restarts ({reached} reached it): {res.n_iter} iterations, "
+        f"converged={res.converged}; {elapsed:.2f} s incl. compilation"
+    )
+    if args.out is not None:
+        record = {
+            "jaxem_version": em.__version__,
+            "data": args.data,
+            "columns": names,
+            "n_samples": n,
+            "lengths": [int(v) for v in (lengths if lengths is not None else [n])],
+            "n_missing": n_nan,
+            "model": repr(model),
+            "family": family,
+            "n_states": args.k,
+            "params": {
+                "initial": _jsonable(params.initial),
+                "transition": _jsonable(params.transition),
+                **{f: _jsonable(v) for f, v in params.emissions._asdict().items()},
+            },
+            "log_likelihood": _json_number(ll),
+            "objective": _json_number(res.objective),
+            "bic": _json_number(bic),
+            "aic": _json_number(aic),
+            "n_parameters": int(n_params),
+            "n_iter": int(res.n_iter),
+            "converged": bool(res.converged),
+            "restarts": args.restarts,
+            "seed": args.seed,
+            "dtype": dtype,
+        }
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=2, allow_nan=False)
+            f.write("\n")
+        print(f"   wrote {args.out}")
+    if args.plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from jaxem.plot import plot_fit
+
+        title = f"{os.path.basename(args.data)}: HMM with {family} emissions, K={args.k}"
+        plot_fit(model, params, xx, args.plot, names=names, title=title, lengths=lengths)
+        print(f"   wrote {args.plot}")
+    return 0
+
+
 def _check_fit_args(args) -> None:
     for name, value, low in (
         ("-k", args.k, 1),
@@ -415,7 +577,14 @@ def _fit(args) -> int:
     _check_writable("--plot", args.plot)
     if args.plot is not None:
         _need_matplotlib("--plot")
-    x, names = read_data(args.data, args.columns)
+    hmm = args.model == "hmm"
+    if args.sequence_column is not None and not hmm:
+        raise CLIError("--sequence-column applies to --model hmm only.", code=2)
+    lengths = None
+    if hmm and args.sequence_column is not None:
+        x, names, lengths = _sequence_lengths(args.data, args.sequence_column, args.columns)
+    else:
+        x, names = read_data(args.data, args.columns)
     n, d = x.shape
     family = args.family or ("normal" if d == 1 else "mvn")
     if args.covariance_type is not None and family != "mvn":
@@ -446,8 +615,17 @@ def _fit(args) -> int:
     import jaxem as em
     from jaxem._validation import float_dtype
 
-    model = _model(family, args.k, args.covariance_type or "full", n_categories, args.n_trials or 0)
+    model = _model(
+        family,
+        args.k,
+        args.covariance_type or "full",
+        n_categories,
+        args.n_trials or 0,
+        "hmm" if hmm else "mixture",
+    )
     kwargs = {}
+    if hmm:
+        kwargs["lengths"] = lengths
     if args.max_iter is not None:
         kwargs["max_iter"] = args.max_iter
     if args.tol is not None:
@@ -483,6 +661,8 @@ def _fit(args) -> int:
     for w in caught:
         print(f"jaxem fit: warning: {_one_line(str(w.message))}", file=sys.stderr)
 
+    if hmm:
+        return _report_hmm(args, model, family, res, xx, names, lengths, n_nan, elapsed, dtype)
     params = _sorted(model, res.params)
     n_params = em.n_parameters(model, params)
     # em.bic/aic evaluate complete data; with missing values, or estimates outside the
@@ -696,7 +876,19 @@ def _parser() -> argparse.ArgumentParser:
         "stdin) or a .npy array. Prints one row per component (sorted by location).",
     )
     p_fit.add_argument("data", metavar="DATA", help="CSV or .npy file")
-    p_fit.add_argument("-k", type=int, required=True, help="number of components")
+    p_fit.add_argument("-k", type=int, required=True, help="number of components (or states)")
+    p_fit.add_argument(
+        "--model",
+        choices=("mixture", "hmm"),
+        default="mixture",
+        help="mixture (default) or hmm: a hidden Markov model over the rows in order",
+    )
+    p_fit.add_argument(
+        "--sequence-column",
+        metavar="COL",
+        help="for hmm: the column (name or 0-based index) naming each row's sequence; "
+        "rows of one sequence stay in file order (default: all rows are one sequence)",
+    )
     p_fit.add_argument(
         "--family",
         metavar="NAME",

@@ -413,8 +413,14 @@ def plot_fit(
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float = 100,
+    lengths=None,
 ) -> Figure:
     """Draw a fitted model over its data; return the matplotlib ``Figure``.
+
+    - An ``em.HMM`` (data with ``lengths=``, or a list of sequences): the
+      first sequence over time (its first column, at most 2000 steps) coloured
+      by the Viterbi state, with each state's location as a dashed line, and
+      below it the smoothed state probabilities ``p(z_t | x)``.
 
     - ``(N,)`` (or ``(N, 1)``) continuous data: a histogram with the fitted
       mixture density and each weighted component ``w_k f_k``, and the empirical
@@ -450,6 +456,12 @@ def plot_fit(
         >>> plot_fit(model, res.params, x, "fit.png")
     """
     _require_matplotlib()
+    from jaxem.hmm import HMM
+
+    if isinstance(model, HMM):
+        return _plot_hmm(model, params, x, lengths, path_or_ax, names, title, figsize, dpi)
+    if lengths is not None:
+        raise TypeError("plot_fit: lengths= is for an em.HMM's sequences.")
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim not in (1, 2) or arr.shape[0] == 0:
         raise ValueError(
@@ -502,6 +514,57 @@ def plot_fit(
             fontsize="x-small",
         )
     return _finish(fig, path, dpi)
+
+
+_MAX_STEPS = 2000
+
+
+def _plot_hmm(model, params, x, lengths, path_or_ax, names, title, figsize, dpi):
+    """The first sequence over time, coloured by its Viterbi path; state probabilities below."""
+    from jaxem.estep import predict, responsibilities
+    from jaxem.hmm import sequences
+
+    data = sequences(x, lengths)
+    t_len = int(np.asarray(data.mask)[0].sum())
+    own = np.asarray(data.x)[0, :t_len]  # (T,) or (T, D), as the model reads it
+    missing = "marginalize" if np.isnan(own).any() else None
+    path = np.asarray(predict(model, params, [own], missing=missing))
+    post = np.asarray(responsibilities(model, params, [own], missing=missing))
+    first = own.reshape(t_len, -1)
+    shown = min(t_len, _MAX_STEPS)
+    k = model.n_states
+    colors = _colors(k)
+    if figsize is None:
+        figsize = (9.6, 5.6)
+    fig, axes, out = _figure(path_or_ax, 2, figsize, dpi, nrows=2)
+    steps = np.arange(shown)
+    name = (names or ["x"])[0]
+    ax = axes[0]
+    if shown <= 500:  # a line through more steps only hides the points
+        ax.plot(steps, first[:shown, 0], color="0.75", lw=0.6, zorder=1)
+    for s in range(k):
+        at = path[:shown] == s
+        ax.scatter(steps[at], first[:shown, 0][at], s=6, color=colors[s], label=f"state {s}")
+    where = np.asarray(model.emission.location(params.emissions), dtype=np.float64)
+    where = where.reshape(k, -1)[:, 0]
+    for s in range(k):
+        if np.isfinite(where[s]):
+            ax.axhline(where[s], color=colors[s], ls="--", lw=0.8)
+    ax.set_ylabel(name)
+    ax.set_title(
+        f"sequence 1 of {data.x.shape[0]}: steps 0-{shown - 1} of {t_len}, "
+        "coloured by the Viterbi path",
+        fontsize="small",
+    )
+    ax.legend(fontsize="x-small", markerscale=2, ncols=min(k, 6), loc="upper right")
+    axes[1].stackplot(steps, post[:shown].T, colors=colors, alpha=0.8)
+    axes[1].set_ylim(0, 1)
+    axes[1].set_xlim(axes[0].get_xlim())
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("p(state | x)")
+    if title is not None:
+        fig.suptitle(title)
+    return _finish(fig, out, dpi)
 
 
 def _is_axes(obj) -> bool:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import warnings
 
+import jax
 import numpy as np
 import pytest
 from scipy import stats
@@ -449,3 +450,34 @@ def test_bad_arguments_exit_nonzero_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr == f"jaxem fit: error: {tmp_path / 'nope.csv'}: no such file.\n"
     assert proc.stdout == ""
+
+
+def test_fit_hmm_with_a_sequence_column_equals_the_library(tmp_path, capsys):
+    """--model hmm --sequence-column: rows grouped by id (interleaved in the file), as em.fit."""
+    from test_hmm import SEQS
+
+    rows = [(f"s{b}", t, *r) for b, s in enumerate(SEQS) for t, r in enumerate(s)]
+    rows.sort(key=lambda r: (r[1], r[0]))  # interleave the sequences, each in order
+    path = tmp_path / "seqs.csv"
+    path.write_text("t,id,a,b\n" + "".join(f"{t},{i},{a:.17g},{b:.17g}\n" for i, t, a, b in rows))
+    out, png = tmp_path / "hmm.json", tmp_path / "hmm.png"
+    argv = ["fit", path, "--model", "hmm", "-k", "3", "--sequence-column", "id",
+            "--columns", "a,b", "--covariance-type", "diag", "--restarts", "4",
+            "--out", out, "--plot", png]  # fmt: skip
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert "426 rows in 4 sequence(s)" in stdout and "transition probabilities" in stdout
+    record = json.loads(out.read_text())
+    assert record["lengths"] == [len(s) for s in SEQS]
+    model = em.HMM(em.MultivariateNormal("diag"), 3)
+    res = em.fit(model, SEQS, key=jax.random.key(0), restarts=4)
+    assert record["log_likelihood"] == pytest.approx(res.log_likelihood, rel=1e-5)
+    means = np.sort(np.asarray(res.params.emissions.mean)[:, 0])
+    np.testing.assert_allclose(
+        np.sort(np.asarray(record["params"]["mean"])[:, 0]), means, rtol=1e-4
+    )
+    transition = np.asarray(record["params"]["transition"])
+    np.testing.assert_allclose(transition.sum(1), 1, rtol=1e-6)
+    assert png_size(png)[0] > 0
+    code, _, err = run(["fit", path, "-k", "3", "--sequence-column", "id"], capsys)
+    assert code == 2 and "--sequence-column applies to --model hmm only" in err

@@ -197,3 +197,23 @@ def test_hand_written_model_and_axes(tmp_path):
     v, fitted = line(ax, "fitted mixture")
     ref = np.exp(logsumexp(stats.binom.logpmf(v[:, None], 10, p) + np.log(0.5), axis=1))
     np.testing.assert_allclose(fitted, ref, rtol=1e-5)
+
+
+def test_hmm_states_over_time(tmp_path):
+    """An HMM: the first sequence coloured by its Viterbi path, the posteriors stacked below."""
+    from test_hmm import HMM, LENGTHS, SEQS, X, _start
+
+    params = em.fit(HMM, X, lengths=LENGTHS, init=_start(), max_iter=20).params
+    fig = plot_fit(HMM, params, X, tmp_path / "hmm.png", lengths=LENGTHS, names=["a", "b"])
+    top, bottom = fig.axes
+    path = np.asarray(em.predict(HMM, params, [SEQS[0]]))
+    for s, points in enumerate(top.collections):
+        np.testing.assert_allclose(points.get_offsets()[:, 1], SEQS[0][path == s, 0])
+        np.testing.assert_array_equal(points.get_offsets()[:, 0], np.flatnonzero(path == s))
+    post = np.asarray(em.responsibilities(HMM, params, [SEQS[0]]))
+    # stackplot: the top edge of the last band is the sum of every state's probability, 1
+    assert len(bottom.collections) == 3
+    np.testing.assert_allclose(post.sum(1), 1, rtol=1e-5)
+    assert png_size(tmp_path / "hmm.png") == (960, 560)
+    with pytest.raises(TypeError, match="lengths= is for an em.HMM"):
+        plot_fit(em.Mixture(em.Normal(), 2), None, X[:, 0], lengths=LENGTHS)
