@@ -15,6 +15,7 @@ Run from the repository root: ``python benchmarks/bench_hmm.py [--quick]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import time
@@ -118,15 +119,14 @@ def main() -> None:
         _jaxem(x, lengths, start, 1, np.float64)
         compile_s = time.perf_counter() - t0
         _jaxem(x, lengths, start, 1, np.float32)
+        case = functools.partial
         ours64, ll64 = _per_iteration(
-            lambda n: _jaxem(x, lengths, start, n, np.float64), n_iter, repeats
+            case(_jaxem, x, lengths, start, dtype=np.float64), n_iter, repeats
         )
         ours32, _ = _per_iteration(
-            lambda n: _jaxem(x, lengths, start, n, np.float32), n_iter, repeats
+            case(_jaxem, x, lengths, start, dtype=np.float32), n_iter, repeats
         )
-        theirs, ll_ref = _per_iteration(
-            lambda n: _hmmlearn(x, lengths, start, n), n_iter, repeats
-        )
+        theirs, ll_ref = _per_iteration(case(_hmmlearn, x, lengths, start), n_iter, repeats)
         # hmmlearn's score is after its last M-step; jaxem's log_likelihood is at its last
         # parameters too (the same n_iter M-steps from the same start).
         gap = abs(ll64 - ll_ref) / abs(ll_ref)
