@@ -9,6 +9,10 @@ final log-likelihoods checks that both ran the same iterations.
 
 Cases (the issue's): 100 sequences x 1000 steps (K = 8, D = 4); one sequence
 of 1e6 steps; 10 000 short sequences of 20 steps. ``--quick`` shrinks them.
+With dynamax importable (it needs tensorflow-probability; not a test
+dependency), its ``DiagonalGaussianHMM.fit_em`` is timed too, in float32 from
+the same start (its own default priors, so its log-likelihoods differ a
+little; ``num_iters`` is static there, so each count is compiled first).
 Run from the repository root: ``python benchmarks/bench_hmm.py [--quick]``.
 """
 
@@ -83,6 +87,34 @@ def _jaxem(x, lengths, start, n_iter, dtype):
         return time.perf_counter() - t, res.log_likelihood
 
 
+def _dynamax(x, lengths, start, n_iter, dtype):
+    """dynamax's DiagonalGaussianHMM.fit_em from the same start (its default priors: MAP)."""
+    import jax.numpy as jnp
+    from dynamax.hidden_markov_model import DiagonalGaussianHMM
+
+    k, d = len(start["startprob"]), x.shape[1]
+    model = DiagonalGaussianHMM(k, d)
+    params, props = model.initialize(
+        initial_probs=jnp.asarray(start["startprob"], dtype),
+        transition_matrix=jnp.asarray(start["transmat"], dtype),
+        emission_means=jnp.asarray(start["means"], dtype),
+        emission_scale_diags=jnp.asarray(np.sqrt(start["covars"]), dtype),
+    )
+    batch = jnp.asarray(x.reshape(len(lengths), lengths[0], d), dtype)  # equal lengths only
+    t = time.perf_counter()
+    params, lps = model.fit_em(params, props, batch, num_iters=n_iter, verbose=False)
+    jax.block_until_ready(lps)
+    return time.perf_counter() - t, float(lps[-1])
+
+
+def _have_dynamax() -> bool:
+    try:
+        import dynamax.hidden_markov_model  # noqa: F401
+    except Exception:  # not installed, or not for this jax
+        return False
+    return True
+
+
 def _per_iteration(run, n_iter, repeats):
     one = min(run(1)[0] for _ in range(repeats))
     many = []
@@ -106,11 +138,12 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d %H:%M')}  jax {jax.__version__} ({jax.default_backend()})  "
         f"cpus {os.cpu_count()}  {platform.machine()}  load {os.getloadavg()}"
     )
+    dyn = _have_dynamax()
     print(
         "| case | K | D | hmmlearn s/iter | jaxem f64 s/iter | ratio f64 | jaxem f32 s/iter | "
-        "ratio f32 | jaxem compile s | rel. LL gap f64 |"
+        "ratio f32 | jaxem compile s | rel. LL gap f64 | dynamax f32 s/iter | dynamax / jaxem f32 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, n_seq, t_len, k, d, n_iter, repeats in cases:
         rng = np.random.default_rng(0)
         x, lengths = _data(rng, n_seq, t_len, k, d)
@@ -127,12 +160,22 @@ def main() -> None:
             case(_jaxem, x, lengths, start, dtype=np.float32), n_iter, repeats
         )
         theirs, ll_ref = _per_iteration(case(_hmmlearn, x, lengths, start), n_iter, repeats)
+        dyn_s = "n/a"
+        dyn_ratio = "n/a"
+        if dyn:
+            _dynamax(x, lengths, start, 1, np.float32)  # compile
+            _dynamax(x, lengths, start, n_iter, np.float32)  # num_iters is static: compile
+            t_dyn, _ = _per_iteration(
+                case(_dynamax, x, lengths, start, dtype=np.float32), n_iter, repeats
+            )
+            dyn_s, dyn_ratio = f"{t_dyn:.4g}", f"{t_dyn / ours32:.2f}"
         # hmmlearn's score is after its last M-step; jaxem's log_likelihood is at its last
         # parameters too (the same n_iter M-steps from the same start).
         gap = abs(ll64 - ll_ref) / abs(ll_ref)
         print(
             f"| {name} | {k} | {d} | {theirs:.4g} | {ours64:.4g} | {theirs / ours64:.2f} | "
-            f"{ours32:.4g} | {theirs / ours32:.2f} | {compile_s:.2f} | {gap:.1e} |",
+            f"{ours32:.4g} | {theirs / ours32:.2f} | {compile_s:.2f} | {gap:.1e} | "
+            f"{dyn_s} | {dyn_ratio} |",
             flush=True,
         )
 

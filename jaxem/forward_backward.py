@@ -64,41 +64,40 @@ def forward_backward(log_initial, transition, log_emission, mask) -> ChainPoster
         mask: ``(T,)`` booleans, True for the sequence's steps (padding last).
     """
     dtype = log_emission.dtype
-    top = jnp.max(log_emission, axis=1, keepdims=True)  # (T, 1)
-    top = jnp.where(jnp.isfinite(top), top, 0)
-    emit = jnp.exp(log_emission - top)  # (T, K), largest entry 1
+    hi = jax.lax.Precision.HIGHEST
+    emit, top = _scaled_emissions(log_emission)  # (T, K), largest entry of each row 1
     first = jnp.exp(log_initial - jnp.max(log_initial)) * emit[0]
     c0 = jnp.sum(first)
     alpha0 = first / c0
-    log_c0 = jnp.log(c0) + jnp.max(log_initial)
 
     def forward(alpha, inputs):
         e, m = inputs
-        pred = jnp.matmul(alpha, transition, precision=jax.lax.Precision.HIGHEST) * e
-        c = jnp.sum(pred)
+        pred = jnp.matmul(alpha, transition, precision=hi) * e
+        c = jnp.where(m, jnp.sum(pred), 1.0)
         new = jnp.where(m, pred / c, alpha)
-        return new, (new, jnp.where(m, jnp.log(c), 0.0), jnp.where(m, c, 1.0))
+        return new, (new, c)
 
-    _, (alphas, log_c, c) = jax.lax.scan(forward, alpha0, (emit[1:], mask[1:]), unroll=_UNROLL)
+    _, (alphas, c) = jax.lax.scan(forward, alpha0, (emit[1:], mask[1:]), unroll=_UNROLL)
     alphas = jnp.concatenate([alpha0[None], alphas], axis=0)  # (T, K)
-    log_likelihood = log_c0 + jnp.sum(log_c) + jnp.sum(jnp.where(mask, top[:, 0], 0))
+    log_likelihood = (
+        jnp.log(c0) + jnp.max(log_initial) + jnp.sum(jnp.log(c)) + jnp.sum(jnp.where(mask, top, 0))
+    )
 
-    def backward(carry, inputs):
-        beta_next, counts = carry  # β̂_{t+1}
-        alpha_t, e_next, c_next, m_next = inputs
-        msg = e_next * beta_next / c_next  # (K,)
-        beta = jnp.where(
-            m_next, jnp.matmul(transition, msg, precision=jax.lax.Precision.HIGHEST), 1.0
-        )
-        xi = jnp.where(m_next, alpha_t[:, None] * transition * msg[None, :], 0.0)
-        return (beta, counts + xi), beta
+    # The backward pass only carries β̂; the messages e_{t+1} β̂_{t+1} / c_{t+1} it
+    # passes are kept, and the transition counts are one product over all steps
+    # afterwards, Σ_t α̂_t ⊗ msg_{t+1} (∘ A): no (K, K) work inside the loop.
+    def backward(beta_next, inputs):
+        e_next, c_next, m_next = inputs
+        msg = jnp.where(m_next, e_next * beta_next / c_next, 0.0)
+        beta = jnp.where(m_next, jnp.matmul(transition, msg, precision=hi), beta_next)
+        return beta, (beta, msg)
 
     k = transition.shape[0]
-    init = (jnp.ones((k,), dtype), jnp.zeros((k, k), dtype))
-    (_, counts), betas = jax.lax.scan(
-        backward, init, (alphas[:-1], emit[1:], c, mask[1:]), reverse=True, unroll=_UNROLL
+    _, (betas, msgs) = jax.lax.scan(
+        backward, jnp.ones((k,), dtype), (emit[1:], c, mask[1:]), reverse=True, unroll=_UNROLL
     )
     betas = jnp.concatenate([betas, jnp.ones((1, k), dtype)], axis=0)  # (T, K)
+    counts = transition * jnp.matmul(alphas[:-1].T, msgs, precision=hi)
     marginals = alphas * betas
     marginals = marginals / jnp.sum(marginals, axis=1, keepdims=True)
     marginals = jnp.where(mask[:, None], marginals, 0.0)
@@ -234,24 +233,22 @@ def forward_backward_blocked(
     alphas, log_c = jax.vmap(block_forward)(starts, e, m)  # (C, L, K), (C, L)
     before = jnp.concatenate([starts[:, None], alphas[:, :-1]], axis=1)  # α̂ at t - 1
 
-    def backward(carry, inputs):
-        b, counts = carry  # β at step t
-        a_prev, et, mt = inputs
-        msg = et * b
-        xi = a_prev[:, None] * transition * msg[None, :]
-        xi = jnp.where(mt, xi / jnp.sum(xi), 0.0)
-        prev = jnp.matmul(transition, msg, precision=hi)
+    def backward(b, inputs):  # b: β at step t (arbitrary scale)
+        et, mt = inputs
+        prev = jnp.matmul(transition, et * b, precision=hi)
         prev = jnp.where(mt, prev / jnp.max(prev), b)
-        return (prev, counts + xi), prev
+        return prev, (prev, b)
 
-    def block_backward(b_end, ab, eb, mb):
-        init = (b_end, jnp.zeros((k, k), dtype))
-        (_, counts), prevs = jax.lax.scan(
-            backward, init, (ab, eb, mb), reverse=True, unroll=_UNROLL
-        )
-        return counts, prevs
+    def block_backward(b_end, eb, mb):
+        return jax.lax.scan(backward, b_end, (eb, mb), reverse=True, unroll=_UNROLL)[1]
 
-    counts, prevs = jax.vmap(block_backward)(ends, before, e, m)
+    prevs, at = jax.vmap(block_backward)(ends, e, m)  # β at t - 1 and at t, (C, L, K)
+    # ξ_t ∝ α̂_{t-1} ⊗ (e_t β_t) ∘ A, normalised step by step (the blocks' β scales
+    # differ), summed over all steps as one product.
+    msg = e * at
+    z = jnp.einsum("cli,ij,clj->cl", before, transition, msg, precision=hi)
+    weight = jnp.where(m, 1 / jnp.where(m, z, 1), 0.0)
+    counts = transition * jnp.einsum("cli,clj->ij", before * weight[..., None], msg, precision=hi)
     betas = jnp.concatenate(
         [prevs.reshape(count * length, k)[: t_len - 1], jnp.ones((1, k), dtype)]
     )
@@ -262,7 +259,7 @@ def forward_backward_blocked(
     log_likelihood = (
         jnp.log(c0) + jnp.max(log_initial) + jnp.sum(log_c) + jnp.sum(jnp.where(mask, top, 0))
     )
-    return ChainPosterior(log_likelihood, marginals, jnp.sum(counts, axis=0))
+    return ChainPosterior(log_likelihood, marginals, counts)
 
 
 def log_normalizer(log_initial, log_transition, log_emission, mask) -> jax.Array:

@@ -13,6 +13,7 @@ else the gradient M-step).
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any, NamedTuple
 
@@ -526,10 +527,13 @@ class HMM(Model):
         units = Sequences(x, mask)
         (self._check_data if fitting else self._check_support)(units)
         dtype = np.dtype(_validation.float_dtype())
-        units = Sequences(jnp.asarray(x.astype(dtype)), jnp.asarray(mask))
+        # Sequences sharded over devices stay where they are (the engine then
+        # chunks them strided, every device working on its own sequences).
+        place = functools.partial(_validation.place_like, x=data.x)
+        units = Sequences(place(x.astype(dtype)), place(mask))
         if missing != "marginalize":
             return units
-        return units, None if observed is None else jnp.asarray(observed)
+        return units, None if observed is None else place(observed)
 
     def _prepare_labels(self, labels, data, n_states: int):
         """Per-step labels ``(ΣT,)`` (concatenated like ``x``; -1 unknown) as ``(B, T)``."""

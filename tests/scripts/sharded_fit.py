@@ -50,6 +50,9 @@ def main() -> None:
     }
     # A data pytree: each array sharded over the devices, the covariate with its rows.
     cases["covariates"] = (MODEL, data(1600, dtype=np.float32), {})
+    # An HMM: 16 sequences of unequal lengths, two per device.
+    seqs = [x2[i * 100 : i * 100 + 40 + 3 * i] for i in range(16)]
+    cases["hmm"] = (em.HMM(em.MultivariateNormal("diag"), 2), em.sequences(seqs), {})
     out = {}
     for name, (model, x, kw) in cases.items():
         xs = jax.device_put(x, sharded)
