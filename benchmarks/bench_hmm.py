@@ -69,12 +69,17 @@ def _hmmlearn(x, lengths, start, n_iter):
 
 
 _MODELS: dict = {}
+#: jaxem's forward–backward form: "log" (the default, exact for any transition
+#: matrix) or "scaled" (what hmmlearn's implementation="scaling" is); --estep.
+ESTEP = "log"
 
 
 def _jaxem(x, lengths, start, n_iter, dtype):
     k = len(start["startprob"])
     # One model per K, so that its compiled program is reused across calls.
-    hmm = _MODELS.setdefault(k, em.HMM(em.MultivariateNormal("diag", reg_covar=0.0), k))
+    hmm = _MODELS.setdefault(
+        (k, ESTEP), em.HMM(em.MultivariateNormal("diag", reg_covar=0.0), k, estep=ESTEP)
+    )
     init = em.HMMParams(
         start["startprob"],
         start["transmat"],
@@ -127,7 +132,10 @@ def _per_iteration(run, n_iter, repeats):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--estep", default="log", choices=("log", "scaled", "blocked"))
     args = parser.parse_args()
+    global ESTEP
+    ESTEP = args.estep
     scale = 10 if args.quick else 1
     cases = [
         ("100 seq x 1000 steps", 100 // scale, 1000, 8, 4, 6, 2),
@@ -136,7 +144,8 @@ def main() -> None:
     ]
     print(
         f"{time.strftime('%Y-%m-%d %H:%M')}  jax {jax.__version__} ({jax.default_backend()})  "
-        f"cpus {os.cpu_count()}  {platform.machine()}  load {os.getloadavg()}"
+        f"cpus {os.cpu_count()}  {platform.machine()}  load {os.getloadavg()}  "
+        f"jaxem estep={ESTEP!r}"
     )
     dyn = _have_dynamax()
     print(

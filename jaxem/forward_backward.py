@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "ChainPosterior",
+    "forward_backward_log",
     "forward_backward",
     "forward_backward_parallel",
     "forward_backward_blocked",
@@ -54,8 +55,71 @@ class ChainPosterior(NamedTuple):
 _UNROLL = 8  # scan steps per loop iteration: ~2x fewer loop overheads on a CPU
 
 
+def _lse(a, axis):
+    """``logsumexp`` whose value and gradient stay finite-or--inf (no nan) on all -inf input."""
+    top = jnp.max(a, axis=axis, keepdims=True)
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    return jnp.log(jnp.sum(jnp.exp(a - top), axis=axis)) + jnp.squeeze(top, axis)
+
+
+def forward_backward_log(log_initial, transition, log_emission, mask) -> ChainPosterior:
+    """:func:`forward_backward` with every message in log space (``logsumexp``): exact always.
+
+    The probability-space forms lose a state whose filtered probability falls
+    below the smallest float relative to the others (e^-103 in float32) when
+    it cannot be re-entered (a zero in the transition matrix: left-to-right
+    models); log-space messages keep it. ``K²`` exponentials per step instead
+    of a ``(K,) @ (K, K)`` product: the default E-step of ``em.HMM``.
+    """
+    dtype = log_emission.dtype
+    log_a = jnp.log(transition)
+    first = log_initial + log_emission[0]
+    c0 = _lse(first, axis=0)
+    alpha0 = first - c0
+
+    # Rabiner's scaling, in logs: α̂ is normalised every step (log c_t is the
+    # normaliser), and β̂ divided by the same c_t, so every message is O(1)
+    # and float32 keeps its digits over any length.
+    def forward(alpha, inputs):
+        le, m = inputs
+        new = _lse(alpha[:, None] + log_a, axis=0) + le
+        c = jnp.where(m, _lse(new, axis=0), 0.0)
+        return jnp.where(m, new - c, alpha), (jnp.where(m, new - c, alpha), c)
+
+    _, (alphas, log_c) = jax.lax.scan(forward, alpha0, (log_emission[1:], mask[1:]), unroll=_UNROLL)
+    alphas = jnp.concatenate([alpha0[None], alphas], axis=0)  # (T, K)
+    log_likelihood = c0 + jnp.sum(log_c)
+
+    def backward(carry, inputs):
+        beta_next, counts = carry  # log β̂_{t+1}
+        alpha_t, le_next, c_next, m_next = inputs
+        v = le_next + beta_next - c_next  # (K,)
+        xi = jnp.exp(alpha_t[:, None] + log_a + v[None, :])
+        counts = counts + jnp.where(m_next, xi, 0.0)
+        beta = jnp.where(m_next, _lse(log_a + v[None, :], axis=1), beta_next)
+        return (beta, counts), beta
+
+    k = transition.shape[0]
+    init = (jnp.zeros((k,), dtype), jnp.zeros((k, k), dtype))
+    (_, counts), betas = jax.lax.scan(
+        backward,
+        init,
+        (alphas[:-1], log_emission[1:], log_c, mask[1:]),
+        reverse=True,
+        unroll=_UNROLL,
+    )
+    betas = jnp.concatenate([betas, jnp.zeros((1, k), dtype)], axis=0)
+    marginals = jax.nn.softmax(alphas + betas, axis=1)
+    marginals = jnp.where(mask[:, None], marginals, 0.0)
+    return ChainPosterior(log_likelihood, marginals, counts)
+
+
 def forward_backward(log_initial, transition, log_emission, mask) -> ChainPosterior:
     """Smoothed marginals, expected transition counts and log-likelihood of one sequence.
+
+    The scaled (probability-space) recursion: fast, and exact unless a state's
+    filtered probability underflows relative to the others *and* it cannot be
+    re-entered (zeros in ``transition``); then use :func:`forward_backward_log`.
 
     Args:
         log_initial: ``(K,)`` log initial-state probabilities (``-inf`` allowed).
@@ -130,6 +194,8 @@ def forward_backward_parallel(log_initial, transition, log_emission, mask) -> Ch
     """
     dtype = log_emission.dtype
     t_len = log_emission.shape[0]
+    if t_len == 1:  # no transitions: nothing to scan
+        return forward_backward(log_initial, transition, log_emission, mask)
     k = transition.shape[0]
     emit, top = _scaled_emissions(log_emission)
     first = jnp.exp(log_initial - jnp.max(log_initial)) * emit[0]
@@ -289,14 +355,24 @@ def viterbi(log_initial, log_transition, log_emission, mask):
     k = log_initial.shape[0]
     states = jnp.arange(k, dtype=jnp.int32)
 
-    def forward(delta, inputs):
+    # δ is kept relative to its maximum (the offset summed apart): its entries stay
+    # O(|log e|), so float32 resolves the differences that decide the path.
+    def forward(carry, inputs):
+        delta, offset = carry
         le, m = inputs
         scores = delta[:, None] + log_transition  # (from, to)
         best_from = jnp.argmax(scores, axis=0).astype(jnp.int32)
         new = jnp.max(scores, axis=0) + le
-        return jnp.where(m, new, delta), jnp.where(m, best_from, states)
+        top = jnp.max(new)
+        top = jnp.where(jnp.isfinite(top), top, 0)
+        new, offset = jnp.where(m, new - top, delta), jnp.where(m, offset + top, offset)
+        return (new, offset), jnp.where(m, best_from, states)
 
-    delta, pointers = jax.lax.scan(forward, delta0, (log_emission[1:], mask[1:]), unroll=_UNROLL)
+    top0 = jnp.max(delta0)
+    top0 = jnp.where(jnp.isfinite(top0), top0, 0)
+    (delta, offset), pointers = jax.lax.scan(
+        forward, (delta0 - top0, top0), (log_emission[1:], mask[1:]), unroll=_UNROLL
+    )
     last = jnp.argmax(delta).astype(jnp.int32)
 
     def back(state, pointer):
@@ -304,4 +380,4 @@ def viterbi(log_initial, log_transition, log_emission, mask):
         return prev, prev
 
     _, path = jax.lax.scan(back, last, pointers, reverse=True, unroll=_UNROLL)
-    return jnp.concatenate([path, last[None]]), jnp.max(delta)
+    return jnp.concatenate([path, last[None]]), jnp.max(delta) + offset

@@ -29,6 +29,7 @@ from jaxem.families.base import Family
 from jaxem.forward_backward import (
     forward_backward,
     forward_backward_blocked,
+    forward_backward_log,
     forward_backward_parallel,
     viterbi,
 )
@@ -41,20 +42,22 @@ __all__ = [
     "HMMStats",
     "Sequences",
     "sequences",
-    "PARALLEL_MIN_STEPS",
-    "BLOCKED_MIN_STEPS",
+    "ESTEPS",
 ]
 
-#: With ``parallel=None``, sequences at least this long use the associative
-#: scan on an accelerator: each sequential step there costs several kernel
-#: launches (microseconds each), the parallel form ``log2 T`` batched matmuls.
-#: A rule on paper until measured on a GPU (benchmarks/RESULTS.md).
-PARALLEL_MIN_STEPS = 256
-#: Sequences at least this long use the blocked recursion
-#: (:func:`jaxem.forward_backward.forward_backward_blocked`, ``≈ 4√T`` steps
-#: deep) instead of the plain scan (``2T``): on a CPU, measured 3.6x faster at
-#: T = 1e6 and 3.1x at 1e5 (K = 8), on par at T = 1000 x 100 sequences.
-BLOCKED_MIN_STEPS = 4096
+#: The forward–backward forms ``HMM(estep=...)`` selects (jaxem.forward_backward):
+#: ``"log"`` log-space messages, exact always (the default); ``"scaled"`` the
+#: probability-space recursion, ~1.5-2x faster on a CPU but it can lose a state
+#: that cannot be re-entered (zero transitions) once its probability underflows;
+#: ``"blocked"`` the scaled one in √T blocks (≈ 4√T sequential steps: 3.6x faster
+#: than "scaled" at T = 1e6 on a CPU); ``"parallel"`` the scaled one as a
+#: ``lax.associative_scan`` (log T deep, for long sequences on an accelerator).
+ESTEPS = {
+    "log": forward_backward_log,
+    "scaled": forward_backward,
+    "blocked": forward_backward_blocked,
+    "parallel": forward_backward_parallel,
+}
 
 
 class HMMParams(NamedTuple):
@@ -196,14 +199,12 @@ class HMM(Model):
             matrix (a ``(K,)`` or ``(K, K)`` concentration), or ``None``.
         gradient_options: stopping rules of the gradient M-step (emission
             families without a closed form).
-        parallel: the E-step's forward–backward: ``False`` the sequential
-            recursions (``O(T K²)`` work; ``2T`` steps deep, or ``≈ 4√T`` in
-            blocks once sequences reach :data:`BLOCKED_MIN_STEPS` steps),
-            ``True`` the parallel-in-time associative scan (``O(T K³)`` work,
-            ``log T`` deep), ``None`` chooses: sequential on a CPU (there
-            2-5x faster than the associative scan, benchmarks/RESULTS.md),
-            parallel on an accelerator once sequences reach
-            :data:`PARALLEL_MIN_STEPS` steps.
+        estep: the forward–backward form (:data:`ESTEPS`): ``"log"`` (the
+            default: log-space, exact for any transition matrix), or the
+            faster probability-space ``"scaled"``, ``"blocked"`` (long
+            sequences on a CPU) and ``"parallel"`` (long sequences on an
+            accelerator), which need every transition probability > 0 (no
+            left-to-right structure) to be exact.
 
     Data: ``em.fit(hmm, x, lengths=...)`` with ``x`` the concatenation of the
     sequences (hmmlearn's convention), a list of sequences, or
@@ -227,12 +228,12 @@ class HMM(Model):
         initial_prior=None,
         transition_prior=None,
         gradient_options: mstep.GradientOptions | None = None,
-        parallel: bool | None = None,
+        estep: str = "log",
     ):
         emission = _check_family(emission)
-        if parallel not in (None, True, False):
-            raise TypeError(f"HMM: parallel must be None, True or False, got {parallel!r}.")
-        self.parallel = parallel
+        if not isinstance(estep, str) or estep not in ESTEPS:
+            raise ValueError(f"HMM: estep must be one of {sorted(ESTEPS)}, got {estep!r}.")
+        self.estep = estep
         if isinstance(n_states, bool) or not isinstance(n_states, numbers.Integral):
             raise TypeError(f"HMM: n_states must be an integer, got {n_states!r}.")
         if n_states < 1:
@@ -253,6 +254,8 @@ class HMM(Model):
             extra += f", initial_prior={self.initial_prior!r}"
         if self.transition_prior is not None:
             extra += f", transition_prior={self.transition_prior!r}"
+        if self.estep != "log":
+            extra += f", estep={self.estep!r}"
         return f"HMM({self.emission!r}, n_states={self.n_components}{extra})"
 
     @property
@@ -279,10 +282,12 @@ class HMM(Model):
 
     def log_prior(self, params) -> jax.Array:
         lp = self.emission.log_prior(params.emissions)
-        if self.initial_prior is not None:
-            lp = lp + jnp.sum(self.initial_prior(params.initial))
-        if self.transition_prior is not None:
-            lp = lp + jnp.sum(self.transition_prior(params.transition))
+        for prior, value in (
+            (self.initial_prior, params.initial),
+            (self.transition_prior, params.transition),
+        ):
+            if prior is not None:
+                lp = lp + _dirichlet_log_density(prior, value)
         return lp
 
     def log_joint(self, params, data):
@@ -304,20 +309,9 @@ class HMM(Model):
             log_e = jnp.where(other, -jnp.inf, log_e)
         return jnp.log(params.initial), params.transition, log_e
 
-    def _use_parallel(self, n_steps: int) -> bool:
-        if self.parallel is not None:
-            return self.parallel
-        return jax.default_backend() != "cpu" and n_steps >= PARALLEL_MIN_STEPS
-
     def _forward_backward(self, params, data: Sequences, observed=None, labels=None):
         log_pi, trans, log_e = self._chains(params, data, observed, labels)
-        n_steps = log_e.shape[1]
-        if self._use_parallel(n_steps):
-            fb = forward_backward_parallel
-        elif n_steps >= BLOCKED_MIN_STEPS:
-            fb = forward_backward_blocked
-        else:
-            fb = forward_backward
+        fb = ESTEPS[self.estep]
         return jax.vmap(fb, in_axes=(None, None, 0, 0))(log_pi, trans, log_e, data.mask)
 
     # -- inference ----------------------------------------------------------------
@@ -456,7 +450,8 @@ class HMM(Model):
 
         def posterior():  # the smoothed marginals at params, when stats did not carry them
             post = self._forward_backward(params, data, extra.observed, extra.labels)
-            return post.marginals.reshape(-1, k)
+            ok = sample_weight[:, None, None] > 0  # padding may be impossible: no nan
+            return jnp.where(ok, post.marginals, 0).reshape(-1, k)
 
         emissions = self._mixture.maximize(
             mix, x_flat, steps, stats.emissions, Extra(obs, None), None, masks, posterior
@@ -507,6 +502,13 @@ class HMM(Model):
                 f"HMM: observations must be (B, T) or (B, T, D) with a (B, T) mask, got "
                 f"{x.shape} and {mask.shape}."
             )
+        if not mask[:, 0].all() or np.any(np.diff(mask.astype(np.int8), axis=1) > 0):
+            raise ValueError(
+                "HMM: each sequence's mask must be True on its first steps and False after "
+                "(padding last, at least one step); build Sequences with em.sequences."
+            )
+        # Padding repeats each sequence's first observation (inside the support).
+        x = np.where(mask.reshape(mask.shape + (1,) * (x.ndim - 2)), x, x[:, :1])
         own = x[mask]  # every sequence's own steps, (ΣT, [D])
         _validation.check_float_range(own)
         if np.isinf(own).any():
@@ -549,10 +551,19 @@ class HMM(Model):
     def _n_observations(self, data) -> int:
         return int(np.sum(np.asarray(data.mask)))
 
-    def _structural_zeros(self, params) -> int:
-        """Entries of the initial and transition probabilities that are 0: not free."""
-        zeros = np.sum(np.asarray(params.initial) == 0) + np.sum(np.asarray(params.transition) == 0)
-        return int(zeros)
+    def _structural_zeros(self, params, masks=None) -> int:
+        """Free entries of the initial and transition probabilities that are 0: not free.
+
+        ``masks`` (from ``fixed=``): fixed entries are not counted at all, so
+        their zeros are not subtracted again.
+        """
+        total = 0
+        for name in ("initial", "transition"):
+            zero = np.asarray(getattr(params, name)) == 0
+            if masks is not None:
+                zero &= ~np.broadcast_to(np.asarray(getattr(masks, name)), zero.shape)
+            total += int(zero.sum())
+        return total
 
     def _per_step(self, out, data):
         """Per-step outputs ``(B, T, ...)`` concatenated over sequences ``(ΣT, ...)``."""
@@ -609,13 +620,33 @@ class HMM(Model):
         return self.emission.condition_number(params.emissions)
 
 
+def _dirichlet_log_density(prior, value):
+    """Σ over rows of the Dirichlet log density on the rows' nonzero entries.
+
+    A structural zero (a transition that is not allowed) is outside the
+    model, not a point of zero density: its ``(α - 1) log 0`` term is dropped.
+    """
+    alpha = jnp.broadcast_to(jnp.asarray(prior.concentration, value.dtype), value.shape)
+    terms = jnp.where(value > 0, (alpha - 1) * jnp.log(jnp.where(value > 0, value, 1)), 0)
+    norm = jax.scipy.special.gammaln(jnp.sum(alpha, -1)) - jnp.sum(
+        jax.scipy.special.gammaln(alpha), -1
+    )
+    return jnp.sum(terms) + jnp.sum(norm)
+
+
 def _dirichlet_mode(old, counts, prior):
-    """Rows of ``old`` updated to ``counts + α - 1`` normalised; zeros of ``old`` stay 0."""
+    """Rows of ``old`` updated to ``counts + α - 1`` normalised; zeros of ``old`` stay 0.
+
+    Entries that are not structural zeros are kept at least at the smallest
+    normal float: expected counts that underflow to 0 (a state never seen
+    first) must not turn into a structural zero, which would hold forever.
+    """
     num = counts
     if prior is not None:
         alpha = jnp.asarray(prior.concentration, counts.dtype)
         num = counts + alpha - 1
-    num = jnp.where(old > 0, num, 0)
+    tiny = jnp.finfo(counts.dtype).tiny
+    num = jnp.where(old > 0, jnp.maximum(num, tiny), 0)
     total = jnp.sum(num, axis=-1, keepdims=True)
     # A state never visited keeps its row (every update is then a maximiser).
     return jnp.where(total > 0, num / jnp.where(total > 0, total, 1), old)

@@ -262,8 +262,8 @@ class Model:
         """N in BIC's ``p log N``: the number of units."""
         return _validation.n_units(data)
 
-    def _structural_zeros(self, params) -> int:
-        """Constrained entries that are not free parameters (an HMM's zero transitions)."""
+    def _structural_zeros(self, params, masks=None) -> int:
+        """Free constrained entries that are not parameters (an HMM's zero transitions)."""
         return 0
 
     def _min_units(self) -> int:

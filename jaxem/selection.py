@@ -49,7 +49,7 @@ def n_parameters(model: Model, params, *, fixed=None) -> int:
     free = sum(
         _fixed.n_free(c, tuple(np.shape(v)), m) for c, v, m in zip(cons, values, flags, strict=True)
     )
-    return free - model._structural_zeros(params)
+    return free - model._structural_zeros(params, masks)
 
 
 def bic(model: Model, params, x, *, fixed=None, lengths=None) -> float:

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 
 import jaxem as em
+from jaxem import priors
 from jaxem.forward_backward import (
     forward_backward,
     forward_backward_blocked,
+    forward_backward_log,
     forward_backward_parallel,
     log_normalizer,
     viterbi,
@@ -52,7 +54,12 @@ def _blocked(*args):
     )  # 58 transitions: 9 blocks, the last part padding
 
 
-VARIANTS = {"scan": forward_backward, "parallel": forward_backward_parallel, "blocked": _blocked}
+VARIANTS = {
+    "log": forward_backward_log,
+    "scaled": forward_backward,
+    "parallel": forward_backward_parallel,
+    "blocked": _blocked,
+}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -86,7 +93,9 @@ def _long_chain():
     return (pi, a, log_e), ref.forward_backward(np.log(pi), np.log(a), log_e)
 
 
-@pytest.mark.parametrize("fb", [forward_backward, forward_backward_parallel, _blocked])
+@pytest.mark.parametrize(
+    "fb", [forward_backward_log, forward_backward, forward_backward_parallel, _blocked]
+)
 def test_forward_backward_float32_stays_finite_on_long_sequences(fb):
     (pi, a, log_e), (ll, gamma, _) = _long_chain()
     out = jax.jit(fb)(
@@ -163,16 +172,18 @@ def _assert_params(params, expected, rtol):
 
 
 @pytest.mark.parametrize(
-    "chunk_size, parallel", [(None, False), (2, False), (None, True), (None, "blocked")]
+    "chunk_size, estep",
+    [
+        (None, "log"),
+        (2, "log"),
+        (None, "scaled"),
+        pytest.param(None, "parallel", marks=pytest.mark.slow),
+        pytest.param(None, "blocked", marks=pytest.mark.slow),
+    ],
 )
-def test_baum_welch_equals_float64_numpy_with_unequal_lengths_and_weights(
-    chunk_size, parallel, monkeypatch
-):
+def test_baum_welch_equals_float64_numpy_with_unequal_lengths_and_weights(chunk_size, estep):
     w = np.array([1.0, 2.0, 0.5, 3.0])
-    if parallel == "blocked":  # what sequences of BLOCKED_MIN_STEPS steps or more get
-        monkeypatch.setattr("jaxem.hmm.BLOCKED_MIN_STEPS", 100)
-        parallel = False
-    hmm = em.HMM(em.MultivariateNormal("diag", reg_covar=0.0), 3, parallel=parallel)
+    hmm = em.HMM(em.MultivariateNormal("diag", reg_covar=0.0), 3, estep=estep)
     with jax.enable_x64(True):
         res = em.fit(
             hmm, X, lengths=LENGTHS, init=_start(), max_iter=15, tol=0.0, chunk_size=chunk_size
@@ -218,6 +229,66 @@ def test_public_functions_are_the_chain_posteriors_concatenated():
     assert bic == pytest.approx(-2 * total + p * np.log(n_obs), rel=1e-12)
 
 
+def test_left_to_right_chain_that_leaves_a_state_forever_float32():
+    """A state whose probability underflows and cannot be re-entered: log space keeps it.
+
+    Data 0 / 5 / 0 in runs of 20 / 20 / 160 under a left-to-right chain with means
+    (0, 5): after the fives, state 0 is e^-250 less likely than state 1 (below
+    float32's range) yet explains the last 160 zeros. The float64 log normaliser
+    is the reference.
+    """
+    x = np.r_[np.zeros(20), np.full(20, 5.0), np.zeros(160)]
+    params = em.HMMParams(
+        np.array([1.0, 0.0]), np.array([[0.95, 0.05], [0.0, 1.0]]),
+        em.NormalParams(mean=np.array([0.0, 5.0]), var=np.ones(2)),
+    )  # fmt: skip
+    hmm = em.HMM(em.Normal(), 2)
+    with jax.enable_x64(True):
+        log_e = hmm.emission_log_prob(params.emissions, jnp.asarray(x)[None])[0]
+        with np.errstate(divide="ignore"):
+            ref_ll = float(log_normalizer(
+                jnp.log(params.initial), jnp.log(params.transition), log_e, np.ones(200, bool)
+            ))  # fmt: skip
+    ll = float(em.log_likelihood(hmm, params, x))
+    post = np.asarray(em.responsibilities(hmm, params, x))
+    assert ll == pytest.approx(ref_ll, rel=1e-5)
+    assert np.all(np.isfinite(post)) and np.allclose(post.sum(1), 1, rtol=1e-5)
+    # The chain stays in state 0 through the fives (it cannot come back from 1).
+    assert np.all(em.predict(hmm, params, x) == 0)
+
+
+def test_fitted_zeros_are_not_structural_and_priors_see_the_support():
+    """EM can drive an initial probability to 0 in float32: it is still a free parameter."""
+    x = SEQS[2][:, 0]
+    hmm = em.HMM(em.Normal(), 2, initial_prior=None)
+    res = em.fit(hmm, x, key=jax.random.key(0), max_iter=20, tol=0.0)
+    assert np.all(np.asarray(res.params.initial) > 0)
+    assert em.n_parameters(hmm, res.params) == 1 + 2 + 4
+    # A Dirichlet prior > 1 and a structural zero: the objective stays finite.
+    prior = em.HMM(em.Normal(), 2, transition_prior=priors.Dirichlet(2.0))
+    start = em.HMMParams(
+        np.array([0.5, 0.5]), np.array([[0.9, 0.1], [0.0, 1.0]]),
+        em.NormalParams(mean=np.array([-1.0, 3.0]), var=np.ones(2)),
+    )  # fmt: skip
+    res = em.fit(prior, x, init=start, max_iter=10, tol=0.0)
+    assert np.isfinite(res.objective) and res.params.transition[1, 0] == 0
+    assert np.all(np.diff(res.history) >= -1e-4 * abs(res.history[-1]))
+
+
+def test_viterbi_float32_resolves_long_sequences_far_from_zero():
+    rng = np.random.default_rng(8)
+    pi, a, _ = _chain(rng, 3, 2)
+    log_e = -300 + rng.normal(0, 0.3, (2000, 3))
+    log_pi, log_a = _logs(pi, a)
+    path, score = ref.viterbi(log_pi, log_a, log_e)
+    ours, best = jax.jit(viterbi)(
+        jnp.asarray(log_pi, jnp.float32), jnp.asarray(log_a, jnp.float32),
+        jnp.asarray(log_e, jnp.float32), np.ones(2000, bool),
+    )  # fmt: skip
+    assert np.mean(np.asarray(ours) == path) > 0.999
+    assert float(best) == pytest.approx(score, rel=1e-6)
+
+
 def test_left_to_right_zeros_stay_zero_and_are_not_free():
     start = _start()
     start = start._replace(
@@ -259,6 +330,14 @@ def test_fixed_transitions_keep_their_values():
     assert np.all(np.diff(held.history) >= -1e-10 * abs(held.history[-1]))
     assert held.objective < free.objective
     assert em.n_parameters(HMM, held.params, fixed={"transition"}) == 2 + 12
+    # Left-to-right and fixed: the fixed zeros are not subtracted a second time.
+    ltr = _start()._replace(
+        initial=np.array([1.0, 0.0, 0.0]),
+        transition=np.array([[0.8, 0.2, 0.0], [0.0, 0.7, 0.3], [0.0, 0.0, 1.0]]),
+    )
+    assert em.n_parameters(HMM, ltr) == 0 + 2 + 12
+    assert em.n_parameters(HMM, ltr, fixed={"transition"}) == 0 + 12
+    assert em.n_parameters(HMM, ltr, fixed={"initial", "transition"}) == 12
 
 
 def _casino():
@@ -397,3 +476,10 @@ def test_lengths_are_for_sequence_models_only():
         em.HMM(em.Normal(), 0)
     with pytest.raises(TypeError, match="an instance"):
         em.HMM(em.Normal, 2)
+    with pytest.raises(ValueError, match="estep must be one of"):
+        em.HMM(em.Normal(), 2, estep="fast")
+    one_step = [np.array([0.5]), np.array([1.5])]  # every sequence of length 1
+    hmm = em.HMM(em.Normal(), 2, estep="parallel")
+    params = em.HMMParams(np.array([0.5, 0.5]), np.full((2, 2), 0.5), em.NormalParams(
+        mean=np.array([0.0, 2.0]), var=np.ones(2)))  # fmt: skip
+    assert np.isfinite(float(em.log_likelihood(hmm, params, one_step)))

@@ -30,8 +30,19 @@ def _pair(cov, **kw):
     return ref, ours
 
 
-@pytest.mark.parametrize("cov", ["diag", "full", "tied", "spherical"])
-@pytest.mark.parametrize("covars_prior", [0.0, 1e-2])
+@pytest.mark.parametrize(
+    "cov, covars_prior",
+    [
+        ("diag", 0.0),
+        ("full", 1e-2),
+        pytest.param("diag", 1e-2, marks=pytest.mark.slow),
+        pytest.param("full", 0.0, marks=pytest.mark.slow),
+        pytest.param("tied", 0.0, marks=pytest.mark.slow),
+        pytest.param("tied", 1e-2, marks=pytest.mark.slow),
+        pytest.param("spherical", 0.0, marks=pytest.mark.slow),
+        ("spherical", 1e-2),
+    ],
+)
 def test_baum_welch_iterates_equal_hmmlearns(cov, covars_prior):
     ref, ours = _pair(cov, n_iter=7, tol=0.0, covars_prior=covars_prior, means_weight=0.5)
     with warnings.catch_warnings():

@@ -93,7 +93,7 @@ def _update(family: HMMLearnGaussian, params, stats):
         scatter = s2 - 2 * delta * s1 + n[:, None] * delta**2  # Σ γ (x - m)²
         var = (c + w * diff**2 + scatter) / jnp.maximum(a + n, 1e-5)[:, None]
         cov = var if kind == "diag" else jnp.mean(var, axis=1)
-        return MultivariateNormalParams(mean, cov)
+        return _keep_dead(params, n, mean, cov, kind)
     outer = delta[:, :, None] * s1[:, None, :]
     scatter = (
         s2
@@ -106,7 +106,18 @@ def _update(family: HMMLearnGaussian, params, stats):
         cov = (c + c_n) / (a + n)[:, None, None]
     else:
         cov = (c + jnp.sum(c_n, axis=0)) / (a + jnp.sum(n))
-    return MultivariateNormalParams(mean, 0.5 * (cov + jnp.swapaxes(cov, -1, -2)))
+    return _keep_dead(params, n, mean, 0.5 * (cov + jnp.swapaxes(cov, -1, -2)), kind)
+
+
+def _keep_dead(params, n, mean, cov, kind):
+    """A state with no posterior mass keeps its parameters (hmmlearn would divide by 0)."""
+    alive = n > 0
+    mean = jnp.where(alive[:, None], mean, params.mean)
+    if kind == "tied":
+        cov = jnp.where(jnp.any(alive), cov, params.cov)
+    else:
+        cov = jnp.where(alive.reshape((-1,) + (1,) * (cov.ndim - 1)), cov, params.cov)
+    return MultivariateNormalParams(mean, cov)
 
 
 register_m_step(HMMLearnGaussian, _update, sufficient_stats=_stats, exact=lambda family: True)
@@ -120,7 +131,7 @@ def distribute_covariance(cv: np.ndarray, covariance_type: str, k: int) -> np.nd
         return cv
     if covariance_type == "diag":
         return np.tile(np.diag(cv), (k, 1))
-    return np.tile(np.mean(np.diag(cv)), k)
+    return np.full(k, np.mean(cv))  # hmmlearn: the mean of every entry of cv
 
 
 def full_covariances(cov: np.ndarray, covariance_type: str, k: int, d: int) -> np.ndarray:

@@ -18,8 +18,10 @@ Differences from hmmlearn, on purpose:
   ``MultivariateNormal`` start) instead of scikit-learn's ``KMeans``.
 * ``startprob_prior`` and ``transmat_prior`` must be >= 1 (a Dirichlet with a
   mode); hmmlearn clips the update at 0 below 1, which is no MAP estimate.
-* ``implementation`` is accepted and ignored: the forward–backward pass is
-  jaxem's scaled filter, exact in any case.
+* ``implementation`` maps to ``em.HMM``'s ``estep``: ``"log"`` (hmmlearn's
+  default) is the log-space forward–backward, exact for any transition
+  matrix; ``"scaling"`` the faster probability-space recursion, which (as
+  hmmlearn's) can lose a state that cannot be re-entered (zero transitions).
 """
 
 from __future__ import annotations
@@ -206,8 +208,13 @@ class HMMEstimator(_BaseEstimator):
         # One model per settings, kept with its compiled programs: a refit (or
         # another estimator with the same settings) does not recompile.
         key = ("hmm", repr(emission), k, repr(initial), repr(transition))
+        estep = "scaled" if getattr(self, "implementation", "log") == "scaling" else "log"
+        key = key + (estep,)
         return _cached(
-            key, lambda: HMM(emission, k, initial_prior=initial, transition_prior=transition)
+            key,
+            lambda: HMM(
+                emission, k, initial_prior=initial, transition_prior=transition, estep=estep
+            ),
         ).model
 
     def _starts(self, hmm: HMM, x: np.ndarray, dtype):
@@ -462,6 +469,10 @@ class GaussianHMM(HMMEstimator):
     def _check(self) -> None:
         super()._check()
         owner = type(self).__name__
+        if self.implementation not in ("log", "scaling"):
+            raise _InvalidParameter(
+                f"{owner}: implementation must be 'log' or 'scaling', got {self.implementation!r}."
+            )
         if self.covariance_type not in COVARIANCE_TYPES:
             raise _InvalidParameter(
                 f"{owner}: covariance_type must be one of {COVARIANCE_TYPES}, got "
