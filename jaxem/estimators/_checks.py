@@ -91,11 +91,18 @@ def _check_array(
     ``allow_nan``: NaN entries are missing values (``missing="marginalize"``);
     for a fit (``fitting``) every column needs an observed value.
     """
-    if np.iscomplexobj(X):  # scikit-learn raises ValueError here, with these words
-        raise ValueError(
-            f"{owner}: Complex data not supported (X has dtype {np.asarray(X).dtype}); pass "
-            "the real and imaginary parts as separate columns."
-        )
+    sparse = hasattr(X, "tocsr") or hasattr(X, "toarray")
+    if not sparse and X is not None and not isinstance(X, (str, bytes)):
+        X = np.asarray(X)  # array-likes that refuse NumPy's functions (scikit-learn's checks)
+        if X.dtype == object:
+            # Python's own TypeError for entries that are not numbers, which
+            # scikit-learn's estimator checks look for.
+            X = X.astype(np.float64)
+        if np.iscomplexobj(X):  # scikit-learn raises ValueError here, with these words
+            raise ValueError(
+                f"{owner}: Complex data not supported (X has dtype {X.dtype}); pass the real "
+                "and imaginary parts as separate columns."
+            )
     arr = _validation.numeric_array(X, "X", owner)
     arr = arr.astype(np.float32 if arr.dtype == np.float32 else np.float64, copy=False)
     if arr.ndim == 1 and not allow_1d:
