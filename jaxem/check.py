@@ -37,7 +37,7 @@ class PieceCheck:
     """The verdict on one piece of an M-step (the weights, a family's components, a model)."""
 
     name: str
-    kind: str  # "closed form", "ascent step" (not claimed exact) or "user m_step"
+    kind: str  # "closed form", "Newton" (the gating), "ascent step" (not exact) or "user m_step"
     objective_before: float
     objective_after: float
     grad_before: float  # max |∂ objective / ∂u| at θt, per unit of sample weight
@@ -204,6 +204,8 @@ def _measure_model(model, x, w, params):
 
 
 def _weights_checked(model) -> bool:
+    if model.gating is not None:
+        return True  # the gating's Newton M-step
     return model.weights_prior is None or isinstance(model.weights_prior, _priors.Dirichlet)
 
 
@@ -217,14 +219,17 @@ def _closed_blocks(model, params):
 def _mixture_pieces(model, params):
     """Host-side description of the pieces, in the order _measure_mixture returns them."""
     out = []
-    if _weights_checked(model):
+    if model.gating is not None:
+        leaves = _constraints.broadcast(model.gating.constraints, params.weights)
+        out.append(("gating", "Newton", leaves, True))
+    elif _weights_checked(model):
         leaves = _constraints.broadcast(_constraints.simplex, params.weights)
         out.append(("weights", "closed form", leaves, True))
     for i, family, _, block, cf in _closed_blocks(model, params):
         exact = bool(cf.exact(family))
         suffix = f" [{i}]" if model.families is not None else ""
         name = f"{type(family).__name__} components{suffix}"
-        kind = "closed form" if exact else "ascent step"
+        kind = getattr(family, "m_step_kind", "closed form") if exact else "ascent step"
         out.append((name, kind, component_constraints(family, block), exact))
     return out
 
@@ -235,7 +240,19 @@ def _measure_mixture(model, x, w, params):
     wr, total = resp * w[:, None], jnp.sum(w)
     counts = jnp.sum(wr, axis=0)
     measured = []
-    if _weights_checked(model):
+    if model.gating is not None:
+        gating = model.gating
+
+        def gating_objective(g):
+            # The reference row is not a parameter: its entries carry no gradient.
+            g = type(g)(g.gate_coef.at[0].set(0), g.gate_intercept.at[0].set(0))
+            ll = jnp.sum(jnp.where(wr > 0, wr * gating.log_weights(g, x), 0))
+            return (ll + gating.log_prior(g)) / total
+
+        new_g = gating.update(params.weights, x, resp, w)
+        leaves = _constraints.broadcast(gating.constraints, params.weights)
+        measured.append(_measure(gating_objective, params.weights, new_g, leaves))
+    elif _weights_checked(model):
         prior = model.weights_prior
 
         def weights_objective(weights):

@@ -33,6 +33,7 @@ from jaxem import priors as _priors
 from jaxem.chunks import rows_sum
 from jaxem.estep import e_step, pin_labels
 from jaxem.families.base import Family, component_constraints
+from jaxem.gating import GatingParams, SoftmaxGating
 from jaxem.model import NO_EXTRA, Expectation, Extra, Model
 from jaxem.mstep import GradientOptions, expected_log_joint
 
@@ -104,6 +105,19 @@ def _block_log_prob(family, block, x, observed):
     return family.log_prob_components_missing(block, x, observed)
 
 
+def _rank(x) -> int:
+    """The data's rank for choosing updates: an array's ndim; a pytree of units counts as 1."""
+    return 1 if _validation.is_unit_tree(x) else x.ndim
+
+
+def _float_dtype_of(x):
+    """The float dtype of the data (its first float leaf)."""
+    for leaf in jax.tree.leaves(x):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf.dtype
+    return jnp.result_type(float)
+
+
 def _is_family(obj) -> bool:
     return isinstance(obj, Family)
 
@@ -128,6 +142,9 @@ class Mixture(Model):
         weights_prior: ``priors.Dirichlet`` (closed form; concentration >= 1 so
             that the mode exists), any function ``weights -> log density``
             (gradient M-step on the simplex), or ``None`` (maximum likelihood).
+        gating: ``em.SoftmaxGating(covariates=...)`` for weights that depend
+            on covariates in the data (a mixture of experts): ``params.weights``
+            is then an ``em.GatingParams``. ``None``: constant weights.
         gradient_options: stopping rules of the gradient M-step, where used.
 
     Example:
@@ -135,6 +152,7 @@ class Mixture(Model):
         >>> res = em.fit(model, x, key=jax.random.key(0), restarts=64)
         >>> res.params.weights, res.params.components.mean
         >>> both = em.Mixture([em.Normal(), MyLaplace()])   # params.components: a 2-tuple
+        >>> moe = em.Mixture(em.LinearRegression(), 2, gating=em.SoftmaxGating(covariates="w"))
     """
 
     def __init__(
@@ -143,6 +161,7 @@ class Mixture(Model):
         n_components: int | None = None,
         *,
         weights_prior=None,
+        gating: SoftmaxGating | None = None,
         gradient_options: GradientOptions | None = None,
     ):
         if isinstance(family, (list, tuple)):
@@ -187,8 +206,26 @@ class Mixture(Model):
                     "Mixture: weights_prior=priors.Dirichlet(concentration) needs concentration "
                     f">= 1 for the posterior mode to exist; got {weights_prior.concentration}."
                 )
+        if gating is not None and not isinstance(gating, SoftmaxGating):
+            raise TypeError(
+                f"Mixture: gating must be an em.SoftmaxGating or None, got {type(gating).__name__}."
+            )
+        if gating is not None and not all(
+            getattr(f, "reads_units", False) for f, _ in self._blocks
+        ):
+            raise TypeError(
+                "Mixture: gating= needs regression families (em.LinearRegression, "
+                "em.PoissonRegression, em.LogisticRegression, or an em.RegressionFamily): they "
+                "and the gating read the same data pytree."
+            )
+        if gating is not None and weights_prior is not None:
+            raise ValueError(
+                "Mixture: with gating the weights depend on covariates; put a prior on the "
+                "gating coefficients (SoftmaxGating(coef_prior=...)) instead of weights_prior."
+            )
         self.n_components = n_components
         self.weights_prior = weights_prior
+        self.gating = gating
         self.gradient_options = gradient_options or GradientOptions()
         self.m_step = None
         self.init = self._draw
@@ -196,6 +233,7 @@ class Mixture(Model):
 
     def __repr__(self) -> str:
         wp = "" if self.weights_prior is None else f", weights_prior={self.weights_prior!r}"
+        wp += "" if self.gating is None else f", gating={self.gating!r}"
         if self.families is not None:
             return f"Mixture([{', '.join(map(repr, self.families))}]{wp})"
         return f"Mixture({self.family!r}, n_components={self.n_components}{wp})"
@@ -262,7 +300,8 @@ class Mixture(Model):
             comps = dict(self.family.constraints)
         else:
             comps = tuple(dict(f.constraints) for f in self.families)
-        return MixtureParams(_constraints.simplex, comps)
+        weights = _constraints.simplex if self.gating is None else self.gating.constraints
+        return MixtureParams(weights, comps)
 
     # -- the model -------------------------------------------------------------
     def component_log_prob(self, components, x, observed=None) -> jax.Array:
@@ -277,9 +316,35 @@ class Mixture(Model):
         ]
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
+    def log_weights(self, params, x) -> jax.Array:
+        """``(K,)`` log weights, or ``(N, K)`` per unit with gating."""
+        if self.gating is None:
+            return jnp.log(params.weights)
+        return self.gating.log_weights(params.weights, x)
+
     def log_joint(self, params, x, observed=None) -> jax.Array:
         """``(N, K)`` values ``log w_k + log f_k(x_i)`` (observed entries only, if given)."""
-        return jnp.log(params.weights) + self.component_log_prob(params.components, x, observed)
+        return self.log_weights(params, x) + self.component_log_prob(params.components, x, observed)
+
+    def predict_mean(self, params, x) -> jax.Array:
+        """``(N,)`` predictive mean of the response given the covariates: ``Σ_k w_k(x) μ_k(x)``.
+
+        For regression families (``em.LinearRegression`` and the GLMs); the
+        weights are the gating's for a mixture of experts. The response in
+        ``x`` is not read (pass any placeholder of the right shape).
+        """
+        means = []
+        for (family, _), block in zip(
+            self._blocks, self._to_blocks(params.components), strict=True
+        ):
+            if not hasattr(family, "mean_response"):
+                raise TypeError(
+                    f"predict_mean needs regression families; {type(family).__name__} has no "
+                    "covariates (use em.predict or the fitted means)."
+                )
+            means.append(family.mean_response(block, x))
+        mean = means[0] if len(means) == 1 else jnp.concatenate(means, axis=1)  # (N, K)
+        return jnp.sum(jnp.exp(self.log_weights(params, x)) * mean, axis=-1)
 
     def log_prior(self, params) -> jax.Array:
         lp = sum(
@@ -290,6 +355,8 @@ class Mixture(Model):
         )
         if self.weights_prior is not None:
             lp = lp + jnp.sum(self.weights_prior(params.weights))
+        if self.gating is not None:
+            lp = lp + self.gating.log_prior(params.weights)
         return lp
 
     def sample(self, key, params, n: int):
@@ -300,6 +367,13 @@ class Mixture(Model):
         """
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"sample: n must be a positive integer, got {n!r}.")
+        if self.gating is not None or any(
+            getattr(f, "reads_units", False) for f, _ in self._blocks
+        ):
+            raise TypeError(
+                "sample: a mixture of regressions draws responses given covariates, not rows; "
+                "it has no sample(key, params, n)."
+            )
         key_z, key_x = jax.random.split(key)
         labels = jax.random.categorical(key_z, jnp.log(params.weights), shape=(n,))
         draws = []
@@ -343,12 +417,12 @@ class Mixture(Model):
         sufficient statistics, and ``resp`` where some block's update reads it.
         """
         counts = jnp.sum(resp * sample_weight[:, None], axis=0)
-        updates = self.updates(x.ndim, observed is not None)
+        updates = self.updates(_rank(x), observed is not None)
         stats = tuple(
             upd.stats(b.family, b.params, x, resp[:, b.components], sample_weight, observed)
             for upd, b in zip(updates, self.blocks(components), strict=True)
         )
-        need_resp = any(upd.needs_resp for upd in updates)
+        need_resp = self.gating is not None or any(upd.needs_resp for upd in updates)
         return MixtureStats(counts, stats, resp if need_resp else None)
 
     def expect(
@@ -400,12 +474,6 @@ class Mixture(Model):
         ``fixed``: masks (:mod:`jaxem.fixed`) of entries held at ``params``.
         """
         observed = extra.observed
-        if fixed is None:
-            weights = self.update_weights(params.weights, stats.counts)
-            comp_masks = [None] * len(self._blocks)
-        else:
-            weights = self.update_weights(params.weights, stats.counts, fixed.weights)
-            comp_masks = self._mask_blocks(fixed.components)
         full_resp = stats.resp
 
         def all_resp():
@@ -429,8 +497,16 @@ class Mixture(Model):
                 b, params, x, sample_weight, extra, chunking, masks, stats.resp
             )
 
+        weights_mask = None if fixed is None else fixed.weights
+        comp_masks = (
+            [None] * len(self._blocks) if fixed is None else self._mask_blocks(fixed.components)
+        )
+        if self.gating is not None:
+            weights = self.gating.update(params.weights, x, all_resp(), sample_weight, weights_mask)
+        else:
+            weights = self.update_weights(params.weights, stats.counts, weights_mask)
         new = []
-        updates = self.updates(x.ndim, observed is not None)
+        updates = self.updates(_rank(x), observed is not None)
         for upd, b, st, masks in zip(
             updates, self.blocks(params.components), stats.stats, comp_masks, strict=True
         ):
@@ -549,12 +625,17 @@ class Mixture(Model):
                         f"{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}."
                     )
             blocks.append(block)
-        return MixtureParams(jnp.full((k,), 1.0 / k, x.dtype), self._from_blocks(blocks))
+        if self.gating is not None:
+            weights = self.gating.init(key, x, k)
+        else:
+            weights = jnp.full((k,), 1.0 / k, _float_dtype_of(x))
+        return MixtureParams(weights, self._from_blocks(blocks))
 
     # -- host-side validation ------------------------------------------------------
     def _start_shapes(self, x):
         """Shapes of the components ``init`` draws for data like ``x`` (None if it cannot)."""
-        key = ("start shapes", x.shape, str(x.dtype), repr(self))
+        shapes = tuple((np.shape(a), str(a.dtype)) for a in jax.tree.leaves(x))
+        key = ("start shapes", jax.tree.structure(x), shapes, repr(self))
         if key not in self._compiled:
             try:
                 shapes = jax.eval_shape(self._draw, jax.random.key(0), x).components
@@ -580,7 +661,12 @@ class Mixture(Model):
         # The weights' free entries are rescaled to what the fixed ones leave
         # (the closed form's conditional maximiser; none for another prior).
         closed = self.weights_prior is None or isinstance(self.weights_prior, _priors.Dirichlet)
-        return closed and len(path) == 1 and getattr(path[0], "name", None) == "weights"
+        return (
+            self.gating is None
+            and closed
+            and len(path) == 1
+            and getattr(path[0], "name", None) == "weights"
+        )
 
     def _shared_leaf(self, path) -> bool:
         if (
@@ -605,28 +691,72 @@ class Mixture(Model):
                     "family that can."
                 )
 
+    def _reads_units(self) -> bool:
+        """Whether this mixture scores a pytree of units (regression families, gating)."""
+        return self.gating is not None or any(
+            getattr(f, "reads_units", False) for f, _ in self._blocks
+        )
+
     def _check_data(self, x: np.ndarray) -> None:
         self._check_array(x)
-        if x.shape[0] < self.n_components:
+        n = _validation.n_units(x)
+        if n < self.n_components:
             raise ValueError(
                 f"n_components={self.n_components} is larger than the number of samples "
-                f"({x.shape[0]}); use at most {x.shape[0]} components or more data."
+                f"({n}); use at most {n} components or more data."
             )
         self._check_support(x)
 
     def _check_array(self, x) -> None:
-        if _validation.is_unit_tree(x):
+        tree = _validation.is_unit_tree(x)
+        if tree and not self._reads_units():
             raise TypeError(
                 "em.Mixture's families read an (N,) or (N, D) array, not a pytree of arrays; "
-                "for data with covariates write the model as em.Model(log_joint, ...), whose "
-                "log_joint receives the pytree."
+                "for data with covariates use regression families (em.LinearRegression, ...) "
+                "or write the model as em.Model(log_joint, ...), whose log_joint receives the "
+                "pytree."
             )
+        if not tree and self._reads_units():
+            mixed = [type(f).__name__ for f, _ in self._blocks if getattr(f, "reads_units", False)]
+            what = ", ".join(mixed) if mixed else "SoftmaxGating"
+            raise TypeError(
+                f"{what} read(s) a dict of arrays (covariates and response, e.g. "
+                "{'x': X, 'y': y}), not a single array."
+            )
+        if tree:
+            plain = [
+                type(f).__name__ for f, _ in self._blocks if not getattr(f, "reads_units", False)
+            ]
+            if plain:
+                raise TypeError(
+                    f"Mixture: {', '.join(plain)} read(s) an array, but the data is a pytree (for "
+                    "the regression families or the gating); a mixture cannot combine them."
+                )
 
     def _check_support(self, x: np.ndarray) -> None:
         """The families' data checks (support, shape), for any number of rows."""
         self._check_array(x)
         for family, _ in self._blocks:
             family.validate_data(x)
+        if self.gating is not None:
+            self.gating.validate_data(x)
+
+    def _structural_zeros(self, params, masks=None) -> int:
+        """Entries that are held by the model, not free: a regression family's intercepts
+        without ``fit_intercept``, the gating's reference row. Entries ``masks`` (from
+        ``fixed=``) already hold are not subtracted again."""
+        comp_masks = [None] * len(self._blocks)
+        if masks is not None:
+            comp_masks = self._mask_blocks(masks.components)
+        zeros = sum(
+            family.n_fixed(block, mask) if hasattr(family, "n_fixed") else 0
+            for (family, _), block, mask in zip(
+                self._blocks, self._to_blocks(params.components), comp_masks, strict=True
+            )
+        )
+        if self.gating is not None:
+            zeros += self.gating.n_fixed(params.weights, None if masks is None else masks.weights)
+        return zeros
 
     def _check_params(self, params, x):
         if isinstance(params, dict) and set(params) == {"weights", "components"}:
@@ -638,11 +768,14 @@ class Mixture(Model):
             )
         weights, comps = params
         k = self.n_components
-        w = np.asarray(weights, dtype=np.float64)
-        if w.shape != (k,):
-            raise ValueError(f"init weights must have shape ({k},), got {w.shape}.")
-        if not (np.all(w >= 0) and abs(w.sum() - 1) < 1e-5):
-            raise ValueError(f"init weights must be non-negative and sum to 1, got {w}.")
+        if self.gating is not None:
+            w = self._check_gating_params(weights, x)
+        else:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (k,):
+                raise ValueError(f"init weights must have shape ({k},), got {w.shape}.")
+            if not (np.all(w >= 0) and abs(w.sum() - 1) < 1e-5):
+                raise ValueError(f"init weights must be non-negative and sum to 1, got {w}.")
         if self.families is not None:
             if not isinstance(comps, (tuple, list)) or len(comps) != k:
                 raise ValueError(
@@ -650,6 +783,8 @@ class Mixture(Model):
                 )
             comps = tuple(comps)
         else:
+            if hasattr(self.family, "validate_params"):
+                self.family.validate_params(comps)
             axes = jax.tree.leaves(self.family.component_axes(comps), is_leaf=_is_none)
             leaves = jax.tree_util.tree_flatten_with_path(comps)[0]
             for (path, leaf), axis in zip(leaves, axes, strict=True):
@@ -673,3 +808,30 @@ class Mixture(Model):
                             f"n_components={k} on data of shape {x.shape} uses {spec.shape}."
                         )
         return super()._check_params(MixtureParams(w, comps), x)
+
+    def _check_gating_params(self, weights, x):
+        """User-given gating parameters: shapes, and the reference component's row at 0."""
+        if isinstance(weights, dict) and set(weights) == {"gate_coef", "gate_intercept"}:
+            weights = GatingParams(**weights)
+        if not isinstance(weights, GatingParams):
+            raise TypeError(
+                "with gating, init weights must be em.GatingParams(gate_coef=(K, Q), "
+                "gate_intercept=(K,)), "
+                f"got {type(weights).__name__}."
+            )
+        k = self.n_components
+        q = int(self.gating.design(x).shape[1])
+        coef = np.asarray(weights.gate_coef, dtype=np.float64)
+        icpt = np.asarray(weights.gate_intercept, dtype=np.float64)
+        if coef.shape != (k, q) or icpt.shape != (k,):
+            raise ValueError(
+                f"init gating parameters must have gate_coef ({k}, {q}) and gate_intercept "
+                f"({k},), got {coef.shape} and {icpt.shape}."
+            )
+        if np.any(coef[0] != 0) or icpt[0] != 0 or (not self.gating.fit_intercept and np.any(icpt)):
+            raise ValueError(
+                "init gating parameters: component 0 is the reference class, so gate_coef[0] and "
+                "gate_intercept[0] must be 0 (and every intercept without fit_intercept); subtract "
+                "row 0 from every row to get the same weights."
+            )
+        return GatingParams(coef, icpt)

@@ -189,6 +189,11 @@ class _Passes:
 def _check_model(model) -> None:
     if not isinstance(model, Mixture):
         raise TypeError("fit_stream needs an em.Mixture (its M-step works from statistics).")
+    if model._reads_units():
+        raise TypeError(
+            "fit_stream takes batches of arrays; a mixture of regressions (or with gating) "
+            "reads a data pytree: fit it with em.fit and chunk_size= instead."
+        )
     families = model.families or [model.family]
     for family, update in zip(families, model.updates(2, False), strict=True):
         if update is not FROM_STATS:

@@ -11,9 +11,16 @@ from jaxem.families.binomial import Bernoulli, Binomial, BinomialParams
 from jaxem.families.categorical import Categorical, CategoricalParams
 from jaxem.families.exponential import Exponential, ExponentialParams
 from jaxem.families.gamma import Gamma, GammaParams
+from jaxem.families.glm import (
+    LogisticRegression,
+    LogisticRegressionParams,
+    PoissonRegression,
+    PoissonRegressionParams,
+)
 from jaxem.families.mvn import MultivariateNormal, MultivariateNormalParams
 from jaxem.families.normal import Normal, NormalParams
 from jaxem.families.poisson import Poisson, PoissonParams
+from jaxem.families.regression import LinearRegression, LinearRegressionParams, RegressionFamily
 from jaxem.families.studentt import StudentT, StudentTParams
 from jaxem.families.vonmises import VonMises, VonMisesParams
 
@@ -55,4 +62,11 @@ __all__ = [
     "VonMisesParams",
     "MultivariateNormal",
     "MultivariateNormalParams",
+    "RegressionFamily",
+    "LinearRegression",
+    "LinearRegressionParams",
+    "PoissonRegression",
+    "PoissonRegressionParams",
+    "LogisticRegression",
+    "LogisticRegressionParams",
 ]
