@@ -31,6 +31,8 @@ from jaxem import codec as _codec
 
 # The built-in families' names (``Family.name``), in the registry's order.
 FAMILIES = tuple(_codec.FAMILIES)
+# ``--model regression``: the regression families by name.
+REGRESSION_FAMILIES = ("linear", "poisson", "logistic")
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 # Cells that mean "no value" in a CSV; they become NaN.
 MISSING_CELLS = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})
@@ -257,6 +259,19 @@ def _model(
     return em.Mixture(cls(**kwargs), n_components=k)
 
 
+@functools.lru_cache(maxsize=16)
+def _regression_model(family: str, k: int):
+    """A mixture of K regressions of one family (one per configuration, as :func:`_model`)."""
+    import jaxem as em
+
+    cls = {
+        "linear": em.LinearRegression,
+        "poisson": em.PoissonRegression,
+        "logistic": em.LogisticRegression,
+    }[family]
+    return em.Mixture(cls(), n_components=k)
+
+
 def _sequence_lengths(path: str, column: str, columns: str | None):
     """``(x, names, lengths)``: rows grouped by ``column`` (ids), in order of first appearance.
 
@@ -476,6 +491,113 @@ def _report_hmm(args, model, family, res, xx, names, lengths, n_nan, elapsed, dt
     print("   transition probabilities (row: from, column: to):")
     t_rows = [[i + 1] + [f"{v:.4f}" for v in transition[i]] for i in range(args.k)]
     print(_table(["from"] + [f"to {j + 1}" for j in range(args.k)], t_rows))
+    _print_summary(args, res, elapsed, ll, bic, aic, n_params)
+    if args.out is not None:
+        _write_record(
+            args,
+            {
+                "jaxem_version": em.__version__,
+                "data": args.data,
+                "columns": names,
+                "n_samples": n,
+                "lengths": [int(v) for v in (lengths if lengths is not None else [n])],
+                "n_missing": n_nan,
+                "model": repr(model),
+                "family": family,
+                "n_states": args.k,
+                "params": {
+                    "initial": _jsonable(params.initial),
+                    "transition": _jsonable(params.transition),
+                    **{f: _jsonable(v) for f, v in params.emissions._asdict().items()},
+                },
+                "log_likelihood": _json_number(ll),
+                "objective": _json_number(res.objective),
+                "bic": _json_number(bic),
+                "aic": _json_number(aic),
+                "n_parameters": int(n_params),
+                "n_iter": int(res.n_iter),
+                "converged": bool(res.converged),
+                "restarts": args.restarts,
+                "seed": args.seed,
+                "dtype": dtype,
+            },
+        )
+    title = f"{os.path.basename(args.data)}: HMM with {family} emissions, K={args.k}"
+    _write_plot(args, model, params, xx, names, title, lengths=lengths)
+    return 0
+
+
+def _write_record(args, record: dict) -> None:
+    """Write ``record`` as strict JSON to ``--out`` (when given) and say so."""
+    if args.out is None:
+        return
+    with open(args.out, "w") as f:
+        json.dump(record, f, indent=2, allow_nan=False)
+        f.write("\n")
+    print(f"   wrote {args.out}")
+
+
+def _write_plot(args, model, params, xx, names, title, **kwargs) -> None:
+    """Draw the fit to ``--plot`` (when given) and say so."""
+    if args.plot is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jaxem.plot import plot_fit
+
+    plot_fit(model, params, xx, args.plot, names=names, title=title, **kwargs)
+    print(f"   wrote {args.plot}")
+
+
+def _run_fit(args, model, data, response: str | None = None, **kwargs):
+    """``em.fit`` with the command line's options: ``(FitResult, seconds)``.
+
+    Errors become one line (``response``: the name the data's ``y`` field had
+    in the file); warnings are printed to stderr.
+    """
+    import jax
+
+    import jaxem as em
+
+    if args.max_iter is not None:
+        kwargs["max_iter"] = args.max_iter
+    if args.tol is not None:
+        kwargs["tol"] = args.tol
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = em.fit(
+                model,
+                data,
+                key=jax.random.key(args.seed),
+                restarts=args.restarts,
+                progress=args.progress,
+                **kwargs,
+            )
+    except (ValueError, TypeError) as err:
+        message = _one_line(str(err))
+        if response is not None:
+            message = message.replace("data['y']", f"the response {response!r}")
+        if not args.float64 and re.search(r"float64|x64", message):
+            message += " With jaxem fit: pass --float64."
+        raise CLIError(message) from None
+    elapsed = time.perf_counter() - t0
+    if not math.isfinite(res.objective):
+        # Data too large for float32's statistics is refused by em.fit before
+        # this point (with the --float64 advice above), so the cause lies elsewhere.
+        raise CLIError(
+            f"{args.data}: the fit failed: the log-likelihood is not finite at any of the "
+            f"{args.restarts} starts (check the data's scale and the family)."
+        )
+    for w in caught:
+        print(f"jaxem fit: warning: {_one_line(str(w.message))}", file=sys.stderr)
+    return res, elapsed
+
+
+def _print_summary(args, res, elapsed: float, ll: float, bic, aic, n_params: int) -> None:
+    """The lines under the table: criteria, and how the restarts went."""
     reached = int(np.sum(np.isclose(res.restart_objectives, res.objective, rtol=1e-6, atol=1e-3)))
     print(
         f"   log-likelihood {ll:.6g}, objective {res.objective:.6g}, BIC {bic:.6g}, "
@@ -485,47 +607,6 @@ def _report_hmm(args, model, family, res, xx, names, lengths, n_nan, elapsed, dt
         f"   best of {args.restarts} restarts ({reached} reached it): {res.n_iter} iterations, "
         f"converged={res.converged}; {elapsed:.2f} s incl. compilation"
     )
-    if args.out is not None:
-        record = {
-            "jaxem_version": em.__version__,
-            "data": args.data,
-            "columns": names,
-            "n_samples": n,
-            "lengths": [int(v) for v in (lengths if lengths is not None else [n])],
-            "n_missing": n_nan,
-            "model": repr(model),
-            "family": family,
-            "n_states": args.k,
-            "params": {
-                "initial": _jsonable(params.initial),
-                "transition": _jsonable(params.transition),
-                **{f: _jsonable(v) for f, v in params.emissions._asdict().items()},
-            },
-            "log_likelihood": _json_number(ll),
-            "objective": _json_number(res.objective),
-            "bic": _json_number(bic),
-            "aic": _json_number(aic),
-            "n_parameters": int(n_params),
-            "n_iter": int(res.n_iter),
-            "converged": bool(res.converged),
-            "restarts": args.restarts,
-            "seed": args.seed,
-            "dtype": dtype,
-        }
-        with open(args.out, "w") as f:
-            json.dump(record, f, indent=2, allow_nan=False)
-            f.write("\n")
-        print(f"   wrote {args.out}")
-    if args.plot is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from jaxem.plot import plot_fit
-
-        title = f"{os.path.basename(args.data)}: HMM with {family} emissions, K={args.k}"
-        plot_fit(model, params, xx, args.plot, names=names, title=title, lengths=lengths)
-        print(f"   wrote {args.plot}")
-    return 0
 
 
 def _check_fit_args(args) -> None:
@@ -539,6 +620,32 @@ def _check_fit_args(args) -> None:
             raise CLIError(f"{name} must be >= {low}, got {value}.", code=2)
     if args.tol is not None and not args.tol >= 0:
         raise CLIError(f"--tol must be >= 0, got {args.tol}.", code=2)
+    regression = args.model == "regression"
+    if args.response is not None and not regression:
+        raise CLIError("--response applies to --model regression only.", code=2)
+    if regression:
+        if args.response is None:
+            raise CLIError("--model regression needs --response COL (the response column).", code=2)
+        if args.family is not None and args.family not in REGRESSION_FAMILIES:
+            raise CLIError(
+                f"unknown regression family {args.family!r}; choose one of: "
+                f"{', '.join(REGRESSION_FAMILIES)}.",
+                code=2,
+            )
+        for option, value in (
+            ("--covariance-type", args.covariance_type),
+            ("--n-trials", args.n_trials),
+            ("--sequence-column", args.sequence_column),
+        ):
+            if value is not None:
+                raise CLIError(f"{option} does not apply to --model regression.", code=2)
+        if args.missing == "marginalize":
+            raise CLIError(
+                "--missing marginalize does not apply to --model regression; remove the rows "
+                "with missing values.",
+                code=2,
+            )
+        return
     if args.family is not None and args.family not in FAMILIES:
         raise CLIError(
             f"unknown family {args.family!r}; choose one of: {', '.join(FAMILIES)}.", code=2
@@ -577,6 +684,8 @@ def _fit(args) -> int:
     _check_writable("--plot", args.plot)
     if args.plot is not None:
         _need_matplotlib("--plot")
+    if args.model == "regression":
+        return _fit_regression(args)
     hmm = args.model == "hmm"
     if args.sequence_column is not None and not hmm:
         raise CLIError("--sequence-column applies to --model hmm only.", code=2)
@@ -610,8 +719,6 @@ def _fit(args) -> int:
     # One column is (N,) data, except for the multivariate normal.
     xx = x[:, 0] if d == 1 and family != "mvn" else x
 
-    import jax
-
     import jaxem as em
     from jaxem._validation import float_dtype
 
@@ -626,40 +733,10 @@ def _fit(args) -> int:
     kwargs = {}
     if hmm:
         kwargs["lengths"] = lengths
-    if args.max_iter is not None:
-        kwargs["max_iter"] = args.max_iter
-    if args.tol is not None:
-        kwargs["tol"] = args.tol
     if args.missing == "marginalize":
         kwargs["missing"] = "marginalize"
-    t0 = time.perf_counter()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            res = em.fit(
-                model,
-                xx,
-                key=jax.random.key(args.seed),
-                restarts=args.restarts,
-                progress=args.progress,
-                **kwargs,
-            )
-    except (ValueError, TypeError) as err:
-        message = _one_line(str(err))
-        if not args.float64 and re.search(r"float64|x64", message):
-            message += " With jaxem fit: pass --float64."
-        raise CLIError(message) from None
-    elapsed = time.perf_counter() - t0
+    res, elapsed = _run_fit(args, model, xx, **kwargs)
     dtype = np.dtype(float_dtype()).name  # float64 with --float64 (or JAX_ENABLE_X64=1)
-    if not math.isfinite(res.objective):
-        # Data too large for float32's statistics is refused by em.fit before
-        # this point (with the --float64 advice above), so the cause lies elsewhere.
-        raise CLIError(
-            f"{args.data}: the fit failed: the log-likelihood is not finite at any of the "
-            f"{args.restarts} starts (check the data's scale and the family)."
-        )
-    for w in caught:
-        print(f"jaxem fit: warning: {_one_line(str(w.message))}", file=sys.stderr)
 
     if hmm:
         return _report_hmm(args, model, family, res, xx, names, lengths, n_nan, elapsed, dtype)
@@ -687,58 +764,142 @@ def _fit(args) -> int:
     print(_table(headers, rows))
     for note in notes:
         print(f"   ({note})")
-    reached = int(np.sum(np.isclose(res.restart_objectives, res.objective, rtol=1e-6, atol=1e-3)))
-    print(
-        f"   log-likelihood {res.log_likelihood:.6g}, objective {res.objective:.6g}, "
-        f"BIC {bic:.6g}, AIC {aic:.6g} ({n_params} free parameters)"
-    )
-    print(
-        f"   best of {args.restarts} restarts ({reached} reached it): {res.n_iter} iterations, "
-        f"converged={res.converged}; {elapsed:.2f} s incl. compilation"
-    )
+    _print_summary(args, res, elapsed, res.log_likelihood, bic, aic, n_params)
 
     if args.out is not None:
-        record = {
-            "jaxem_version": em.__version__,
-            "data": args.data,
-            "columns": names,
-            "n_samples": n,
-            "n_missing": n_nan,
-            "family": family,
-            "model": repr(model),
-            "n_components": args.k,
-            **({"covariance_type": model.family.covariance_type} if family == "mvn" else {}),
-            **({"n_categories": n_categories} if family == "categorical" else {}),
-            **({"n_trials": args.n_trials} if family == "binomial" else {}),
-            "params": {
-                "weights": _jsonable(params.weights),
-                **{f: _jsonable(v) for f, v in params.components._asdict().items()},
+        _write_record(
+            args,
+            {
+                "jaxem_version": em.__version__,
+                "data": args.data,
+                "columns": names,
+                "n_samples": n,
+                "n_missing": n_nan,
+                "family": family,
+                "model": repr(model),
+                "n_components": args.k,
+                **({"covariance_type": model.family.covariance_type} if family == "mvn" else {}),
+                **({"n_categories": n_categories} if family == "categorical" else {}),
+                **({"n_trials": args.n_trials} if family == "binomial" else {}),
+                "params": {
+                    "weights": _jsonable(params.weights),
+                    **{f: _jsonable(v) for f, v in params.components._asdict().items()},
+                },
+                "log_likelihood": _json_number(res.log_likelihood),
+                "objective": _json_number(res.objective),
+                "bic": _json_number(bic),
+                "aic": _json_number(aic),
+                "n_parameters": int(n_params),
+                "n_iter": int(res.n_iter),
+                "converged": bool(res.converged),
+                "restarts": args.restarts,
+                "seed": args.seed,
+                "dtype": dtype,
+                "restart_objectives": _jsonable(res.restart_objectives),
             },
-            "log_likelihood": _json_number(res.log_likelihood),
-            "objective": _json_number(res.objective),
-            "bic": _json_number(bic),
-            "aic": _json_number(aic),
-            "n_parameters": int(n_params),
-            "n_iter": int(res.n_iter),
-            "converged": bool(res.converged),
-            "restarts": args.restarts,
-            "seed": args.seed,
-            "dtype": dtype,
-            "restart_objectives": _jsonable(res.restart_objectives),
-        }
-        with open(args.out, "w") as f:
-            json.dump(record, f, indent=2, allow_nan=False)
-            f.write("\n")
-        print(f"   wrote {args.out}")
-    if args.plot is not None:
-        import matplotlib
+        )
+    title = f"{os.path.basename(args.data)}: {family} mixture, K={args.k}"
+    _write_plot(args, model, params, xx, names, title)
+    return 0
 
-        matplotlib.use("Agg")
-        from jaxem.plot import plot_fit
 
-        title = f"{os.path.basename(args.data)}: {family} mixture, K={args.k}"
-        plot_fit(model, params, xx, args.plot, names=names, title=title)
-        print(f"   wrote {args.plot}")
+def _column(token: str, names: list[str], option: str) -> int:
+    """The index of the column named (or numbered, from 0) ``token``."""
+    token = token.strip()
+    if token in names:
+        return names.index(token)
+    if token.isdigit() and int(token) < len(names):
+        return int(token)
+    raise CLIError(
+        f"unknown column {token!r} in {option}; the columns are: {', '.join(names)}.", code=2
+    )
+
+
+def _fit_regression(args) -> int:
+    """``jaxem fit --model regression``: a mixture of regressions of one column on others."""
+    x_all, names_all = read_data(args.data, None)
+    j_y = _column(args.response, names_all, "--response")
+    if args.columns is not None:
+        cols = [_column(t, names_all, "--columns") for t in args.columns.split(",")]
+    else:
+        cols = [j for j in range(len(names_all)) if j != j_y]
+    if j_y in cols:
+        raise CLIError("the response column is also among --columns (the covariates).", code=2)
+    if not cols:
+        raise CLIError(f"{args.data}: no covariate columns besides the response.", code=2)
+    if len(set(cols)) != len(cols):
+        raise CLIError("a column is selected twice in --columns.", code=2)
+    x, y = x_all[:, cols], x_all[:, j_y]
+    names = [names_all[j] for j in cols]
+    bad = np.isnan(x).any(axis=1) | np.isnan(y)
+    if bad.any():
+        raise CLIError(
+            f"{args.data}: {int(bad.sum())} rows have missing values (empty or NaN cells); "
+            "remove them (regression mixtures do not integrate them out)."
+        )
+    n = x.shape[0]
+    if args.k > n:
+        raise CLIError(f"-k {args.k} is larger than the number of rows ({n}); use -k <= {n}.")
+    family = args.family or "linear"
+
+    import jaxem as em
+    from jaxem._validation import float_dtype
+
+    model = _regression_model(family, args.k)
+    data = {"x": x, "y": y}
+    res, elapsed = _run_fit(args, model, data, response=names_all[j_y])
+    comps = res.params.components
+    order = np.argsort(np.asarray(comps.intercept, np.float64), kind="stable")
+    weights = np.asarray(res.params.weights, np.float64)[order]
+    fields = {f: np.asarray(v, np.float64)[order] for f, v in comps._asdict().items()}
+    params = em.MixtureParams(weights, type(comps)(**fields))
+    n_params = em.n_parameters(model, params)
+    bic, aic = float(em.bic(model, params, data)), float(em.aic(model, params, data))
+    print(
+        f"jaxem fit {args.data}: {n} rows; mixture of {family} regressions of "
+        f"{names_all[j_y]} on {', '.join(names)}, K={args.k}"
+    )
+    headers = ["component", "weight", "intercept"] + [f"coef {name}" for name in names]
+    rows = []
+    for i in range(args.k):
+        row = [i + 1, f"{weights[i]:.4f}", _fmt(fields["intercept"][i])]
+        row += [_fmt(v) for v in fields["coef"][i]]
+        if family == "linear":
+            row.append(_fmt(math.sqrt(fields["var"][i])))
+        rows.append(row)
+    print(_table(headers + (["sd"] if family == "linear" else []), rows))
+    _print_summary(args, res, elapsed, res.log_likelihood, bic, aic, n_params)
+    if args.out is not None:
+        _write_record(
+            args,
+            {
+                "jaxem_version": em.__version__,
+                "data": args.data,
+                "response": names_all[j_y],
+                "covariates": names,
+                "n_samples": n,
+                "family": family,
+                "model": repr(model),
+                "n_components": args.k,
+                "params": {
+                    "weights": _jsonable(weights),
+                    **{f: _jsonable(v) for f, v in fields.items()},
+                },
+                "log_likelihood": _json_number(res.log_likelihood),
+                "objective": _json_number(res.objective),
+                "bic": _json_number(bic),
+                "aic": _json_number(aic),
+                "n_parameters": int(n_params),
+                "n_iter": int(res.n_iter),
+                "converged": bool(res.converged),
+                "restarts": args.restarts,
+                "seed": args.seed,
+                "dtype": np.dtype(float_dtype()).name,
+                "restart_objectives": _jsonable(res.restart_objectives),
+            },
+        )
+    title = f"{os.path.basename(args.data)}: {family} regressions, K={args.k}"
+    _write_plot(args, model, params, data, [names[0], names_all[j_y]], title)
     return 0
 
 
@@ -879,9 +1040,16 @@ def _parser() -> argparse.ArgumentParser:
     p_fit.add_argument("-k", type=int, required=True, help="number of components (or states)")
     p_fit.add_argument(
         "--model",
-        choices=("mixture", "hmm"),
+        choices=("mixture", "hmm", "regression"),
         default="mixture",
-        help="mixture (default) or hmm: a hidden Markov model over the rows in order",
+        help="mixture (default), hmm (a hidden Markov model over the rows in order) or "
+        "regression (a mixture of regressions of --response on the other columns)",
+    )
+    p_fit.add_argument(
+        "--response",
+        metavar="COL",
+        help="for regression: the response column (name or 0-based index); the covariates "
+        "are --columns, or all other columns",
     )
     p_fit.add_argument(
         "--sequence-column",
@@ -893,7 +1061,7 @@ def _parser() -> argparse.ArgumentParser:
         "--family",
         metavar="NAME",
         help=f"component family: {', '.join(FAMILIES)} (default: normal for one column, mvn "
-        "for several)",
+        f"for several); for regression: {', '.join(REGRESSION_FAMILIES)} (default linear)",
     )
     p_fit.add_argument(
         "--covariance-type",

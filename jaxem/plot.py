@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from jaxem import _validation
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -462,6 +464,13 @@ def plot_fit(
         return _plot_hmm(model, params, x, lengths, path_or_ax, names, title, figsize, dpi)
     if lengths is not None:
         raise TypeError("plot_fit: lengths= is for an em.HMM's sequences.")
+    if getattr(model, "_reads_units", lambda: False)():
+        return _plot_regression(model, params, x, path_or_ax, names, title, figsize, dpi)
+    if _validation.is_unit_tree(x):
+        raise TypeError(
+            "plot_fit draws arrays, HMMs and mixtures of regressions; for a model on a data "
+            "pytree draw what matters with matplotlib (em.responsibilities gives the posterior)."
+        )
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim not in (1, 2) or arr.shape[0] == 0:
         raise ValueError(
@@ -565,6 +574,78 @@ def _plot_hmm(model, params, x, lengths, path_or_ax, names, title, figsize, dpi)
     if title is not None:
         fig.suptitle(title)
     return _finish(fig, out, dpi)
+
+
+def _plot_regression(model, params, data, path_or_ax, names, title, figsize, dpi):
+    """The response against the first covariate, coloured by component, with each fitted mean.
+
+    A second panel, for a mixture of experts: each component's weight against
+    the first gating covariate.
+    """
+    from jaxem.estep import predict
+
+    family = model.family if model.family is not None else model.families[0]
+    data = _validation.prepare_data(model, data, fitting=False)
+    x0 = np.asarray(family.design(data), np.float64)
+    y = np.asarray(family.response_values(data), np.float64)
+    label = np.asarray(predict(model, params, data))
+    means = np.concatenate(
+        [
+            np.asarray(b.family.mean_response(b.params, data), np.float64)
+            for b in model.blocks(params.components)
+        ],
+        axis=1,
+    )  # (N, K)
+    k = model.n_components
+    colors = _colors(k)
+    gated = model.gating is not None
+    if figsize is None:
+        figsize = (11.0, 4.6) if gated else (6.4, 4.8)
+    fig, axes, out = _figure(path_or_ax, 2 if gated else 1, figsize, dpi)
+    names = list(names) if names is not None else [family.covariates, family.response]
+    ax = axes[0]
+    order = np.argsort(x0[:, 0], kind="stable")
+    # Fitted means as curves when x is one column, or when the other columns are
+    # functions of the first (a polynomial); else as points at the data.
+    as_curve = x0.shape[1] == 1 or all(
+        np.all(np.diff(x0[order, 0]) > 0) and _is_function_of(x0[order, 0], x0[order, j])
+        for j in range(1, x0.shape[1])
+    )
+    for c in range(k):
+        at = label == c
+        ax.scatter(x0[at, 0], y[at], s=10, color=colors[c], alpha=0.7, label=f"component {c}")
+        if as_curve:
+            ax.plot(x0[order, 0], means[order, c], color=colors[c], lw=2)
+        else:
+            ax.scatter(x0[:, 0], means[:, c], s=3, marker="x", color=colors[c], alpha=0.5)
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1] if len(names) > 1 else family.response)
+    what = "lines" if as_curve else "crosses"
+    ax.set_title(f"coloured by em.predict; {what}: each component's mean", fontsize="small")
+    ax.legend(fontsize="x-small", markerscale=2)
+    if gated:
+        w = np.asarray(model.gating.design(data), np.float64)
+        weights = np.asarray(model.gating.weights(params.weights, data), np.float64)
+        by_w = np.argsort(w[:, 0], kind="stable")
+        for c in range(k):
+            axes[1].plot(w[by_w, 0], weights[by_w, c], ".", ms=3, color=colors[c])
+        axes[1].set_ylim(0, 1)
+        axes[1].set_xlabel(model.gating.covariates)
+        axes[1].set_ylabel("weight (gating)")
+        axes[1].set_title("each component's weight for the unit", fontsize="small")
+    if title is not None:
+        fig.suptitle(title)
+    return _finish(fig, out, dpi)
+
+
+def _is_function_of(first: np.ndarray, other: np.ndarray) -> bool:
+    """Whether ``other`` (sorted by ``first``) is a smooth function of it: no zigzag.
+
+    A polynomial term is monotone between its few turning points; an
+    independent covariate changes direction at about two thirds of the steps.
+    """
+    turns = np.sum(np.diff(np.sign(np.diff(other))) != 0)
+    return bool(turns <= max(2, 0.05 * len(other)))
 
 
 def _is_axes(obj) -> bool:

@@ -1,4 +1,4 @@
-"""scikit-learn–style estimators: ``em.GaussianMixture`` and ``em.MixtureEstimator``.
+"""scikit-learn–style estimators: ``em.GaussianMixture``, ``em.MixtureEstimator`` and friends.
 
 Both are thin layers over ``em.Mixture`` + ``em.fit``: ``fit`` validates on the
 host, then runs the first start alone (as ``n_init=1`` does) and the other
@@ -59,8 +59,9 @@ Layout: ``_compat`` (scikit-learn's bases and exceptions, or stand-ins),
 JAX, float64 NumPy scoring and precisions), ``_saving`` (the saved form),
 ``base`` (the shared fit/predict/score machinery), ``gaussian``
 (``GaussianMixture``), ``generic`` (``MixtureEstimator``), ``hmm``
-(``GaussianHMM``, ``HMMEstimator``: hmmlearn's interface) and
-``_hmm_gaussian`` (hmmlearn's Gaussian emissions and their MAP update).
+(``GaussianHMM``, ``HMMEstimator``: hmmlearn's interface),
+``_hmm_gaussian`` (hmmlearn's Gaussian emissions and their MAP update) and
+``regressor`` (``MixtureRegressor``, a regressor's interface).
 """
 
 from jaxem.estimators._cache import _CACHE as _CACHE
@@ -71,12 +72,14 @@ from jaxem.estimators._gaussian import _GaussianStarts as _GaussianStarts
 from jaxem.estimators.gaussian import GaussianMixture
 from jaxem.estimators.generic import MixtureEstimator
 from jaxem.estimators.hmm import GaussianHMM, HMMEstimator
+from jaxem.estimators.regressor import MixtureRegressor
 
 __all__ = [
     "GaussianMixture",
     "MixtureEstimator",
     "GaussianHMM",
     "HMMEstimator",
+    "MixtureRegressor",
     "NotFittedError",
     "HAVE_SKLEARN",
 ]

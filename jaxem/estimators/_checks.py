@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import jax
 import numpy as np
@@ -186,3 +187,28 @@ def _check_n_samples(n_samples) -> int:
             "sample."
         )
     return int(n_samples)
+
+
+def _set_feature_names(est, X) -> None:
+    """``feature_names_in_`` from a DataFrame's string columns (removed for other ``X``)."""
+    names = getattr(X, "columns", None)
+    if names is not None and all(isinstance(c, str) for c in names):
+        est.feature_names_in_ = np.asarray(list(names), dtype=object)
+    elif hasattr(est, "feature_names_in_"):
+        del est.feature_names_in_
+
+
+def _warn_not_converged(est, stacklevel: int) -> None:
+    """scikit-learn's words and class when the best start did not converge.
+
+    Code that filters scikit-learn's ``ConvergenceWarning`` keeps working.
+    """
+    from jaxem.estimators._compat import _FitConvergenceWarning
+
+    if not est.converged_ and est.max_iter > 0:
+        warnings.warn(
+            "Best performing initialization did not converge. Try different init "
+            "parameters, or increase max_iter, tol, or check for degenerate data.",
+            _FitConvergenceWarning,
+            stacklevel=stacklevel + 1,
+        )

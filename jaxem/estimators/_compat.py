@@ -15,6 +15,7 @@ __all__ = ["HAVE_SKLEARN", "NotFittedError"]
 try:  # optional: scikit-learn is a test extra, never a runtime dependency
     from sklearn.base import BaseEstimator as _BaseEstimator
     from sklearn.base import DensityMixin as _DensityMixin
+    from sklearn.base import RegressorMixin as _RegressorMixin
     from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
     from sklearn.exceptions import NotFittedError
 
@@ -28,6 +29,9 @@ except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
 
     class _DensityMixin:
         """Stand-in for ``sklearn.base.DensityMixin`` (nothing to add without sklearn)."""
+
+    class _RegressorMixin:
+        """Stand-in for ``sklearn.base.RegressorMixin`` (the estimator defines ``score``)."""
 
     class _BaseEstimator:
         """Stand-in for ``sklearn.base.BaseEstimator``: parameters from ``__init__``'s signature."""

@@ -23,13 +23,14 @@ from jaxem.estimators._checks import (
     _check_sample_weight,
     _InvalidParameter,
     _jax_key,
+    _set_feature_names,
+    _warn_not_converged,
 )
 from jaxem.estimators._compat import (
     HAVE_SKLEARN,
     NotFittedError,
     _BaseEstimator,
     _DensityMixin,
-    _FitConvergenceWarning,
     _same,
 )
 from jaxem.fit import ConvergenceWarning, fit
@@ -164,19 +165,8 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
         n_features = 1 if x.ndim == 1 else x.shape[1]
         self.n_features_in_ = n_features
         self._fit_ndim_ = x.ndim
-        names = getattr(X, "columns", None)
-        if names is not None and all(isinstance(c, str) for c in names):
-            self.feature_names_in_ = np.asarray(list(names), dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        if not self.converged_ and self.max_iter > 0:
-            # scikit-learn's words and class, so code that filters them keeps working.
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data.",
-                _FitConvergenceWarning,
-                stacklevel=3,
-            )
+        _set_feature_names(self, X)
+        _warn_not_converged(self, stacklevel=3)
         if self.verbose:
             state = "converged" if self.converged_ else "did not converge"
             print(
