@@ -36,7 +36,7 @@ def test_sharded_over_8_devices_equals_one_device():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(out) == {"closed form", "gradient", "missing", "covariates", "hmm"}
+    assert set(out) == {"closed form", "gradient", "missing", "covariates", "experts", "hmm"}
     for name, fits in out.items():
         one, many = fits["one"], fits["many"]
         assert many[0] == pytest.approx(one[0], rel=1e-5), name

@@ -50,6 +50,15 @@ def main() -> None:
     }
     # A data pytree: each array sharded over the devices, the covariate with its rows.
     cases["covariates"] = (MODEL, data(1600, dtype=np.float32), {})
+    # A mixture of experts: Poisson regressions (Newton M-step on the sharded
+    # rows) with softmax gating on a covariate of their own.
+    w = r.normal(size=1600).astype(np.float32)
+    u = r.normal(size=(1600, 2)).astype(np.float32)
+    first = r.random(1600) < 1 / (1 + np.exp(-2 * w))
+    rate = np.exp(np.where(first, 1 + u @ [0.5, -0.5], -0.5 + u @ [-0.3, 0.8]))
+    experts = {"x": u, "y": r.poisson(rate).astype(np.float32), "w": w}
+    gating = em.SoftmaxGating(covariates="w")
+    cases["experts"] = (em.Mixture(em.PoissonRegression(), 2, gating=gating), experts, {})
     # An HMM: 16 sequences of unequal lengths, two per device.
     seqs = [x2[i * 100 : i * 100 + 40 + 3 * i] for i in range(16)]
     cases["hmm"] = (em.HMM(em.MultivariateNormal("diag"), 2), em.sequences(seqs), {})
