@@ -13,8 +13,10 @@ import functools
 import sys
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -579,3 +581,43 @@ def test_an_empty_component_keeps_its_parameters():
     new = cf.update(family, start, cf.sufficient_stats(family, start, data, resp, w))
     np.testing.assert_array_equal(np.asarray(new.coef)[0], start.coef[0])
     assert np.all(np.isfinite(np.asarray(new.coef))) and np.all(np.asarray(new.var) > 0)
+
+
+class _Gauss(NamedTuple):
+    coef: jax.Array
+    intercept: jax.Array
+    var: jax.Array
+
+
+class _CustomGaussianRegression(em.RegressionFamily):
+    """Normal regression written by a user: no closed form, so the gradient M-step."""
+
+    constraints = {"var": em.constraints.positive}
+
+    def log_prob_eta(self, components, eta, data):
+        y = self.response_values(data)[:, None]
+        return jax.scipy.stats.norm.logpdf(y, eta, jnp.sqrt(components.var))
+
+    def mean_from_eta(self, components, eta, data):
+        return eta
+
+
+def test_custom_regression_family_reaches_the_closed_form_fit():
+    """A custom em.RegressionFamily (gradient M-step by autodiff and L-BFGS) and
+    em.LinearRegression (closed form) find the same maximum from the same start."""
+    _, data, start, _ = CASES["linear"]
+    with jax.enable_x64(True):
+        closed = em.fit(MODELS["linear"], data, init=to_jaxem("linear", start), tol=1e-12)
+        custom = em.Mixture(_CustomGaussianRegression(), 2)
+        init = em.MixtureParams(
+            start["weights"], _Gauss(start["coef"], start["intercept"], start["var"])
+        )
+        res = em.fit(custom, data, init=init, tol=1e-12)
+    assert res.objective == pytest.approx(closed.objective, rel=1e-9)
+    for field in ("coef", "intercept", "var"):
+        np.testing.assert_allclose(
+            getattr(res.params.components, field),
+            getattr(closed.params.components, field),
+            rtol=1e-5,
+            atol=1e-6,
+        )
