@@ -129,7 +129,7 @@ class RegressionFamily(Family):
 
     def _check_coef_prior(self, data) -> None:
         """A ``priors.Normal`` coefficient prior has one loc/scale, or one per covariate."""
-        prior = self.priors.get("coef")
+        prior = getattr(self, "priors", {}).get("coef")
         if not isinstance(prior, priors.Normal):
             return
         p = self.n_covariates(data)
