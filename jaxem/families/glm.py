@@ -73,7 +73,7 @@ class _GLM(RegressionFamily):
 
     def init(self, key, data, n_components):
         """Least squares on the working response of a random subset of units per component."""
-        coef, intercept = self._start_fit(key, data, n_components)
+        coef, intercept = self.least_squares_start(key, data, n_components)
         return self.params_type(coef, intercept)
 
 

@@ -46,8 +46,27 @@ class RegressionFamily(Family):
     """Base class of regression families: the data are a pytree holding covariates and response.
 
     Subclasses define ``log_prob_eta(components, eta, data) -> (N, K)``, the
-    log density of the response given the ``(N, K)`` linear predictors, and
-    ``mean_from_eta(components, eta, data) -> (N, K)``, the response's mean.
+    log density of the response given the ``(N, K)`` linear predictors,
+    ``mean_from_eta(components, eta, data) -> (N, K)``, the response's mean,
+    ``constraints`` for their extra fields (``coef`` and ``intercept`` are
+    real), and for random restarts ``init(key, data, n_components)``, which
+    may start from :meth:`least_squares_start`. Their parameters are a
+    NamedTuple with ``coef (K, P)`` and ``intercept (K,)`` fields. Without a
+    registered closed form they get the gradient M-step.
+
+    Example:
+        >>> class LaplaceParams(NamedTuple):
+        ...     coef: jax.Array; intercept: jax.Array; scale: jax.Array
+        >>> class LaplaceRegression(em.RegressionFamily):
+        ...     constraints = {"scale": constraints.positive}
+        ...     def log_prob_eta(self, c, eta, data):
+        ...         y = self.response_values(data)[:, None]
+        ...         return -jnp.abs(y - eta) / c.scale - jnp.log(2 * c.scale)
+        ...     def mean_from_eta(self, c, eta, data):
+        ...         return eta
+        ...     def init(self, key, data, n_components):
+        ...         coef, intercept = self.least_squares_start(key, data, n_components)
+        ...         return LaplaceParams(coef, intercept, jnp.ones(n_components))
 
     Args (shared by the built-in regression families):
         covariates: the data field holding the covariates, ``(N, P)`` or ``(N,)``.
@@ -190,7 +209,7 @@ class RegressionFamily(Family):
         """A response on the linear predictor's scale, for least-squares starts."""
         return self.response_values(data)
 
-    def _start_fit(self, key, data, n_components):
+    def least_squares_start(self, key, data, n_components: int):
         """Least squares on a small random subset of units per component.
 
         Subsets of ``P + 3`` units (drawn with replacement: no permutation of
@@ -314,7 +333,7 @@ class LinearRegression(RegressionFamily):
 
     def init(self, key, data, n_components):
         """Least squares on a random subset of units per component; variance of y."""
-        coef, intercept = self._start_fit(key, data, n_components)
+        coef, intercept = self.least_squares_start(key, data, n_components)
         y = self.response_values(data)
         var = jnp.full((n_components,), jnp.var(y) + 10 * jnp.finfo(y.dtype).tiny)
         return LinearRegressionParams(coef, intercept, jnp.maximum(var, self.min_var))
