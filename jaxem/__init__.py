@@ -10,6 +10,7 @@ then fit it by EM with many restarts in parallel:
 """
 
 from jaxem import chunks, constraints, datasets, priors
+from jaxem.bootstrap import BootstrapResult, bootstrap
 from jaxem.check import MStepCheck, PieceCheck, check_m_step
 from jaxem.estep import log_likelihood, predict, responsibilities
 from jaxem.families import (
@@ -51,6 +52,7 @@ from jaxem.model import NO_EXTRA, Expectation, Extra, Model
 from jaxem.mstep import GradientOptions
 from jaxem.selection import aic, bic, n_parameters
 from jaxem.stream import StreamResult, fit_stream
+from jaxem.uncertainty import Covariance, covariance, standard_errors, wald_intervals
 
 __version__ = "0.1.0"
 
@@ -118,6 +120,12 @@ __all__ = [
     "n_parameters",
     "bic",
     "aic",
+    "standard_errors",
+    "bootstrap",
+    "BootstrapResult",
+    "covariance",
+    "wald_intervals",
+    "Covariance",
     "Family",
     "ClosedForm",
     "register_m_step",

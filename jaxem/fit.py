@@ -77,6 +77,18 @@ class FitResult:
     restart_n_iter: np.ndarray
     restart_converged: np.ndarray
 
+    def standard_errors(self, model, x, **kwargs):
+        """``em.standard_errors(model, self.params, x, **kwargs)``: a pytree like ``params``.
+
+        Pass the fit's ``sample_weight``, ``fixed``, ``lengths`` or ``missing`` again.
+
+        Example:
+            >>> res.standard_errors(model, x).components.mean
+        """
+        from jaxem.uncertainty import standard_errors
+
+        return standard_errors(model, self.params, x, **kwargs)
+
     def __repr__(self) -> str:
         return (
             f"FitResult(objective={self.objective:.6g}, log_likelihood={self.log_likelihood:.6g}, "

@@ -741,6 +741,35 @@ class Mixture(Model):
         if self.gating is not None:
             self.gating.validate_data(x)
 
+    def _held_entries(self, params):
+        """Entries the model holds, as masks like ``params`` (``None`` when there are none).
+
+        A regression family's intercepts without ``fit_intercept``; the
+        gating's reference row (and its intercepts without ``fit_intercept``).
+        """
+        blocks = self._to_blocks(params.components)
+        held_blocks = []
+        any_held = self.gating is not None
+        for (family, _), block in zip(self._blocks, blocks, strict=True):
+            mask = jax.tree.map(lambda a: np.zeros(np.shape(a), bool), block)
+            if getattr(family, "reads_units", False) and not family.fit_intercept:
+                mask = mask._replace(intercept=np.ones(np.shape(block.intercept), bool))
+                any_held = True
+            held_blocks.append(mask)
+        if not any_held:
+            return None
+        weights = jax.tree.map(lambda a: np.zeros(np.shape(a), bool), params.weights)
+        if self.gating is not None:
+            k, q = np.shape(params.weights.gate_coef)
+            coef = np.zeros((k, q), bool)
+            coef[0] = True
+            icpt = np.ones(k, bool) if not self.gating.fit_intercept else np.arange(k) == 0
+            weights = GatingParams(coef, icpt)
+        comps = self._from_blocks(held_blocks)
+        if self.families is not None:
+            comps = jax.tree.map(np.asarray, comps)
+        return MixtureParams(weights, comps)
+
     def _structural_zeros(self, params, masks=None) -> int:
         """Entries that are held by the model, not free: a regression family's intercepts
         without ``fit_intercept``, the gating's reference row. Entries ``masks`` (from

@@ -266,6 +266,10 @@ class Model:
         """Free constrained entries that are not parameters (an HMM's zero transitions)."""
         return 0
 
+    def _held_entries(self, params):
+        """Masks like ``params`` of entries the model holds (not parameters), or ``None``."""
+        return None
+
     def _min_units(self) -> int:
         """Units needed to draw a start (a mixture: one per component)."""
         return int(getattr(self, "n_components", 1))
