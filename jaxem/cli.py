@@ -609,6 +609,55 @@ def _print_summary(args, res, elapsed: float, ll: float, bic, aic, n_params: int
     )
 
 
+def _standard_errors(args, model, params, data):
+    """``em.standard_errors`` at the fit, in float64 (``--se``), or ``None``.
+
+    Printed as a table below the estimates: one row per component, a column
+    per parameter entry (matrices are left to the JSON).
+    """
+    if not args.se:
+        return None
+    import jax
+
+    import jaxem as em
+
+    with jax.enable_x64(True), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        se = em.standard_errors(model, params, data)
+    for w in caught:
+        print(f"jaxem fit: warning: {_one_line(str(w.message))}", file=sys.stderr)
+    k = len(np.asarray(se.weights))
+    headers, cols, skipped = ["component", "se weight"], [], []
+    for field, value in se.components._asdict().items():
+        v = np.asarray(value, np.float64)
+        if v.ndim == 1:
+            headers.append(f"se {field}")
+            cols.append(v)
+        elif v.ndim == 2:
+            labels = names if (names := getattr(args, "_se_names", None)) else None
+            for j in range(v.shape[1]):
+                tag = labels[j] if labels is not None and len(labels) == v.shape[1] else f"[{j}]"
+                headers.append(f"se {field} {tag}")
+                cols.append(v[:, j])
+        else:
+            skipped.append(field)
+    weights = np.asarray(se.weights, np.float64)
+    rows = [[i + 1, _fmt(weights[i])] + [_fmt(c[i]) for c in cols] for i in range(k)]
+    print("   standard errors (observed information, float64):")
+    print(_table(headers, rows))
+    if skipped:
+        print(f"   (standard errors of {', '.join(skipped)} are in the JSON, --out)")
+    return se
+
+
+def _se_record(se) -> dict:
+    """The standard errors for the JSON (``{}`` without ``--se``)."""
+    if se is None:
+        return {}
+    fields = {f: _jsonable(v) for f, v in se.components._asdict().items()}
+    return {"standard_errors": {"weights": _jsonable(se.weights), **fields}}
+
+
 def _check_fit_args(args) -> None:
     for name, value, low in (
         ("-k", args.k, 1),
@@ -621,6 +670,10 @@ def _check_fit_args(args) -> None:
     if args.tol is not None and not args.tol >= 0:
         raise CLIError(f"--tol must be >= 0, got {args.tol}.", code=2)
     regression = args.model == "regression"
+    if args.se and args.model == "hmm":
+        raise CLIError("--se is not available for --model hmm yet.", code=2)
+    if args.se and args.missing == "marginalize":
+        raise CLIError("--se is not available with --missing marginalize yet.", code=2)
     if args.response is not None and not regression:
         raise CLIError("--response applies to --model regression only.", code=2)
     if regression:
@@ -764,6 +817,8 @@ def _fit(args) -> int:
     print(_table(headers, rows))
     for note in notes:
         print(f"   ({note})")
+    args._se_names = names
+    se = _standard_errors(args, model, params, xx)
     _print_summary(args, res, elapsed, res.log_likelihood, bic, aic, n_params)
 
     if args.out is not None:
@@ -796,6 +851,7 @@ def _fit(args) -> int:
                 "seed": args.seed,
                 "dtype": dtype,
                 "restart_objectives": _jsonable(res.restart_objectives),
+                **_se_record(se),
             },
         )
     title = f"{os.path.basename(args.data)}: {family} mixture, K={args.k}"
@@ -868,6 +924,8 @@ def _fit_regression(args) -> int:
             row.append(_fmt(math.sqrt(fields["var"][i])))
         rows.append(row)
     print(_table(headers + (["sd"] if family == "linear" else []), rows))
+    args._se_names = names
+    se = _standard_errors(args, model, params, data)
     _print_summary(args, res, elapsed, res.log_likelihood, bic, aic, n_params)
     if args.out is not None:
         _write_record(
@@ -896,6 +954,7 @@ def _fit_regression(args) -> int:
                 "seed": args.seed,
                 "dtype": np.dtype(float_dtype()).name,
                 "restart_objectives": _jsonable(res.restart_objectives),
+                **_se_record(se),
             },
         )
     title = f"{os.path.basename(args.data)}: {family} regressions, K={args.k}"
@@ -1094,6 +1153,12 @@ def _parser() -> argparse.ArgumentParser:
         help="write the estimates and criteria as JSON (non-finite numbers as null)",
     )
     p_fit.add_argument("--plot", metavar="PNG", help="write a plot of the fit (needs matplotlib)")
+    p_fit.add_argument(
+        "--se",
+        action="store_true",
+        help="standard errors from the observed information (a table, and in the JSON); "
+        "mixtures and regressions",
+    )
     p_fit.add_argument(
         "--progress",
         type=int,

@@ -333,6 +333,23 @@ class _MixtureEstimatorBase(_DensityMixin, _BaseEstimator):
         model = self._entry(self.n_features_in_).model
         return n_parameters(model, self._current_params())
 
+    def standard_errors(self, X) -> MixtureParams:
+        """Standard errors of the fitted parameters from the observed information on ``X``.
+
+        Computed in float64 by :func:`jaxem.standard_errors` (see there for what
+        they mean; NaN marks entries with no information). Returned as an
+        ``em.MixtureParams`` with the family's fields (for ``GaussianMixture``:
+        ``weights``, ``components.mean``, ``components.cov``).
+        """
+        from jaxem.uncertainty import standard_errors
+
+        x = self._checked_X(X)
+        model = self._entry(self.n_features_in_).model
+        missing = "marginalize" if np.isnan(x).any() else None
+        with jax.enable_x64(True):
+            params = jax.tree.map(lambda a: np.asarray(a, np.float64), self._current_params())
+            return standard_errors(model, params, x.astype(np.float64), missing=missing)
+
     def bic(self, X) -> float:
         """Bayesian information criterion ``-2 log L + p log N`` on ``X`` (lower is better).
 

@@ -312,6 +312,25 @@ class MixtureRegressor(_RegressorMixin, _BaseEstimator):
             return 1.0 if resid == 0 else 0.0
         return float(1 - resid / total)
 
+    def standard_errors(self, X, y) -> dict:
+        """Standard errors of ``weights_``, ``coef_``, ``intercept_`` (and ``var_``) on ``(X, y)``.
+
+        From the observed information, in float64 (:func:`jaxem.standard_errors`):
+        a dict keyed by the attribute names.
+        """
+        from jaxem.uncertainty import standard_errors
+
+        x, yy = self._data(X, y)
+        with jax.enable_x64(True):
+            params = jax.tree.map(lambda a: np.asarray(a, np.float64), self._params())
+            data = {"x": x.astype(np.float64), "y": yy.astype(np.float64)}
+            se = standard_errors(self._model(), params, data)
+        out = {"weights_": se.weights, "coef_": se.components.coef}
+        out["intercept_"] = se.components.intercept
+        if self.family == "linear":
+            out["var_"] = se.components.var
+        return out
+
     def _n_parameters(self) -> int:
         return n_parameters(self._model(), self._params())
 

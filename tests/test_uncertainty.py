@@ -1,0 +1,380 @@
+"""Standard errors from the observed information, against central finite differences.
+
+The reference Hessians are finite differences of the observed log-likelihood
+(plus the log prior) written with ``scipy.stats`` in the natural coordinates
+(the last weight is one minus the others): no jaxem code. At a maximum the
+inverse Hessian there equals jaxem's unconstrained inverse carried over by the
+delta method, so the two must agree.
+"""
+
+import functools
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import logsumexp
+
+import jaxem as em
+from jaxem import priors
+
+N = 2000
+
+
+def two_normals(seed=0, n=N):
+    rng = np.random.default_rng(seed)
+    z = rng.random(n) < 0.35
+    return np.where(z, rng.normal(-1, 0.8, n), rng.normal(2, 1.3, n))
+
+
+X = two_normals()
+TRUTH = (0.35, -1.0, 2.0, 0.64, 1.69)  # w1, m1, m2, v1, v2
+PRIORS = dict(dirichlet=2.0, mean=(0.0, 3.0), var=(2.0, 1.0))
+
+
+def log_posterior(t, x, map_priors=False):
+    """Observed log-likelihood (+ log prior) at t = (w1, m1, m2, v1, v2), float64 SciPy."""
+    w1, m1, m2, v1, v2 = t
+    lj = np.stack(
+        [
+            np.log(w1) + stats.norm.logpdf(x, m1, np.sqrt(v1)),
+            np.log(1 - w1) + stats.norm.logpdf(x, m2, np.sqrt(v2)),
+        ],
+        axis=1,
+    )
+    value = logsumexp(lj, axis=1).sum()
+    if map_priors:
+        value += stats.dirichlet.logpdf([w1, 1 - w1], [PRIORS["dirichlet"]] * 2)
+        value += stats.norm.logpdf([m1, m2], *PRIORS["mean"]).sum()
+        value += stats.invgamma.logpdf([v1, v2], PRIORS["var"][0], scale=PRIORS["var"][1]).sum()
+    return value
+
+
+def fd_hessian(f, t0, rel=1e-4):
+    t0 = np.asarray(t0, np.float64)
+    h = rel * np.maximum(np.abs(t0), 1e-2)
+    p = len(t0)
+    hess = np.zeros((p, p))
+    for i in range(p):
+        for j in range(p):
+
+            def at(a, b, i=i, j=j):
+                t = t0.copy()
+                t[i] += a * h[i]
+                t[j] += b * h[j]
+                return f(t)
+
+            hess[i, j] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (4 * h[i] * h[j])
+    return hess
+
+
+def as_vector(params):
+    w, c = params.weights, params.components
+    return np.array([w[0], c.mean[0], c.mean[1], c.var[0], c.var[1]], np.float64)
+
+
+@functools.lru_cache(maxsize=2)
+def fitted(map_priors):
+    """The fit (compiled once per setting), its parameters as float64 NumPy arrays."""
+    with jax.enable_x64(True):
+        return _fitted(map_priors)
+
+
+def _fitted(map_priors):
+    fam = em.Normal(
+        mean_prior=priors.Normal(*PRIORS["mean"]) if map_priors else None,
+        var_prior=priors.InverseGamma(*PRIORS["var"]) if map_priors else None,
+    )
+    wp = priors.Dirichlet(PRIORS["dirichlet"]) if map_priors else None
+    model = em.Mixture(fam, 2, weights_prior=wp)
+    start = em.MixtureParams(
+        np.array([0.35, 0.65]), em.NormalParams(np.array([-1.0, 2.0]), np.array([0.64, 1.69]))
+    )
+    res = em.fit(model, X, init=start, tol=1e-15, max_iter=5000)
+    return model, jax.tree.map(np.asarray, res.params)
+
+
+@pytest.mark.parametrize("map_priors", [False, True])
+def test_standard_errors_equal_finite_differences(map_priors):
+    with jax.enable_x64(True):
+        model, params = fitted(map_priors)
+        se = em.standard_errors(model, params, X)
+        cov = em.covariance(model, params, X)
+    t0 = as_vector(params)
+    hess = fd_hessian(lambda t: log_posterior(t, X, map_priors), t0)
+    expected = np.sqrt(np.diag(np.linalg.inv(-hess)))
+    got = np.array([se.weights[0], *se.components.mean, *se.components.var])
+    np.testing.assert_allclose(got, expected, rtol=1e-3)
+    assert se.weights[1] == pytest.approx(se.weights[0], rel=1e-9)  # w2 = 1 - w1
+    # The covariance's natural coordinates are every entry, in the params' order.
+    assert cov.names[:2] == (".weights[0]", ".weights[1]")
+    assert cov.matrix[0, 1] == pytest.approx(-cov.matrix[0, 0], rel=1e-9)
+    np.testing.assert_allclose(np.sqrt(np.diag(cov.matrix))[2:], got[1:], rtol=1e-12)
+
+
+def test_fixed_parameters_get_no_standard_error_and_the_rest_are_conditional():
+    with jax.enable_x64(True):
+        model, params = fitted(False)
+        se = em.standard_errors(model, params, X, fixed={"var"})
+    assert np.all(np.isnan(se.components.var))
+    t0 = as_vector(params)
+    hess = fd_hessian(lambda t: log_posterior(t, X), t0)[:3, :3]  # the variances held
+    expected = np.sqrt(np.diag(np.linalg.inv(-hess)))
+    np.testing.assert_allclose([se.weights[0], *se.components.mean], expected, rtol=1e-3)
+
+
+def test_unidentified_components_warn_and_give_nan():
+    model = em.Mixture(em.Normal(), 2)
+    same = em.MixtureParams(
+        np.array([0.5, 0.5]), em.NormalParams(np.array([0.9, 0.9]), np.array([3.0, 3.0]))
+    )
+    with jax.enable_x64(True), pytest.warns(RuntimeWarning, match="not identified"):
+        se = em.standard_errors(model, same, X)
+    assert np.isnan(se.components.mean).all()
+
+
+def test_wald_intervals_natural_and_unconstrained():
+    x = two_normals(seed=3, n=60)  # few rows: wide intervals
+    with jax.enable_x64(True):
+        model = em.Mixture(em.Normal(), 2)
+        params = em.fit(model, x, key=0, restarts=8, tol=1e-14).params
+        params = jax.tree.map(np.asarray, params)  # float64 on the host
+        se = em.standard_errors(model, params, x)
+        nat = em.wald_intervals(model, params, x, 0.9, scale="natural")
+        unc = em.wald_intervals(model, params, x, 0.9)
+    z = stats.norm.ppf(0.95)
+    var = np.asarray(params.components.var)
+    np.testing.assert_allclose(nat[0].components.var, var - z * se.components.var, rtol=1e-12)
+    np.testing.assert_allclose(
+        nat[1].components.mean, params.components.mean + z * se.components.mean
+    )
+    # On the log scale (delta method: se(log v) = se(v) / v), mapped back: positive.
+    np.testing.assert_allclose(
+        unc[0].components.var, var * np.exp(-z * se.components.var / var), rtol=1e-9
+    )
+    assert np.all(unc[0].components.var > 0)
+    # The weights (a simplex) get the natural interval.
+    np.testing.assert_allclose(unc[0].weights, nat[0].weights)
+
+
+@pytest.mark.slow
+def test_regression_mixture_and_gating_reference_row():
+    """A mixture of experts: the gating's reference row is not a parameter (NaN), and the
+    number of finite standard errors is the number of free parameters."""
+    rng = np.random.default_rng(2)
+    n = 400
+    x = rng.uniform(0, 10, n)
+    w = rng.normal(size=n)
+    z = rng.random(n) < 1 / (1 + np.exp(-2 * w))
+    y = np.where(z, 1 + 2 * x, 12 - x) + rng.normal(0, 1, n)
+    data = {"x": x, "y": y, "w": w}
+    model = em.Mixture(em.LinearRegression(), 2, gating=em.SoftmaxGating("w"))
+    with jax.enable_x64(True):
+        res = em.fit(model, data, key=0, restarts=8, tol=1e-14)
+        se = em.standard_errors(model, res.params, data)
+    assert np.isnan(se.weights.gate_coef[0]).all() and np.isnan(se.weights.gate_intercept[0])
+    finite = sum(int(np.isfinite(a).sum()) for a in jax.tree.leaves(se))
+    assert finite == em.n_parameters(model, res.params)
+
+    # The component coefficients against finite differences of the SciPy likelihood.
+    p = res.params
+
+    def loglik(t):
+        b1, b2, a1, a2, v1, v2, g1, h1 = t
+        eta1, eta2 = a1 + b1 * x, a2 + b2 * x
+        logit = g1 * w + h1
+        lw = np.stack([-np.logaddexp(0, logit), logit - np.logaddexp(0, logit)], axis=1)
+        comp = np.stack(
+            [stats.norm.logpdf(y, eta1, np.sqrt(v1)), stats.norm.logpdf(y, eta2, np.sqrt(v2))],
+            axis=1,
+        )
+        return logsumexp(lw + comp, axis=1).sum()
+
+    c = p.components
+    t0 = [
+        c.coef[0, 0],
+        c.coef[1, 0],
+        c.intercept[0],
+        c.intercept[1],
+        c.var[0],
+        c.var[1],
+        p.weights.gate_coef[1, 0],
+        p.weights.gate_intercept[1],
+    ]
+    expected = np.sqrt(np.diag(np.linalg.inv(-fd_hessian(loglik, t0))))
+    got = [
+        se.components.coef[0, 0],
+        se.components.coef[1, 0],
+        se.components.intercept[0],
+        se.components.intercept[1],
+        se.components.var[0],
+        se.components.var[1],
+        se.weights.gate_coef[1, 0],
+        se.weights.gate_intercept[1],
+    ]
+    np.testing.assert_allclose(got, expected, rtol=1e-3)
+
+
+def test_bad_arguments():
+    model = em.Mixture(em.Normal(), 2)
+    params = em.MixtureParams(
+        np.array([0.35, 0.65]), em.NormalParams(np.array([-1.0, 2.0]), np.array([0.64, 1.69]))
+    )
+    with pytest.raises(ValueError, match="coordinates"):
+        em.covariance(model, params, X, coordinates="polar")
+    with pytest.raises(ValueError, match="level"):
+        em.wald_intervals(model, params, X, 1.5)
+    with pytest.raises(ValueError, match="single entries"):
+        em.standard_errors(model, params, X, fixed=em.MixtureParams(np.array([True, False]), False))
+
+
+@pytest.mark.slow
+def test_wald_intervals_cover_the_truth_95_percent_of_the_time():
+    """100 simulated data sets of N = 2000: each 95% interval covers its parameter in
+    92–98% of them (a binomial(100, 0.95) lies there with probability ~0.93 per
+    parameter; the mean over the five parameters is tighter)."""
+    model = em.Mixture(em.Normal(), 2)
+    covered = []
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for seed in range(100):
+            x = two_normals(seed=1000 + seed)
+            start = em.MixtureParams(
+                np.array([0.35, 0.65]),
+                em.NormalParams(np.array([-1.0, 2.0]), np.array([0.64, 1.69])),
+            )
+            params = em.fit(model, x, init=start, tol=1e-12).params
+            lower, upper = em.wald_intervals(model, params, x, 0.95, scale="natural")
+            lo, hi = as_vector(lower), as_vector(upper)
+            covered.append((lo <= TRUTH) & (np.asarray(TRUTH) <= hi))
+    rate = np.mean(covered, axis=0)
+    print("coverage per parameter (w1, m1, m2, v1, v2):", rate)
+    assert 0.92 <= rate.mean() <= 0.98
+    assert np.all(rate >= 0.88)
+
+
+# -- the bootstrap -------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_bootstrap_replicates_are_em_fits_and_agree_with_the_hessian():
+    """Each replicate equals em.fit on its multinomial weights from the same start; the
+    bootstrap standard errors are within 20% of the observed-information ones."""
+    from jaxem.bootstrap import _weights
+
+    with jax.enable_x64(True):
+        model, params = fitted(False)
+        boot = em.bootstrap(model, X, params, 100, key=7, tol=1e-10)
+        se = em.standard_errors(model, params, X)
+        weights = np.asarray(_weights(jax.random.key(7), np.ones(N), 100))
+        for b in (0, 41):
+            one = em.fit(model, X, init=params, sample_weight=weights[b], tol=1e-10).params
+            np.testing.assert_allclose(boot.samples.components.mean[b], one.components.mean)
+            np.testing.assert_allclose(boot.samples.components.var[b], one.components.var)
+    assert boot.converged.all() and boot.samples.weights.shape == (100, 2)
+    for got, want in zip(jax.tree.leaves(boot.standard_errors), jax.tree.leaves(se), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0.2)
+    lower, upper = boot.intervals(0.9)
+    assert np.all(lower.components.mean < params.components.mean)
+    assert np.all(params.components.mean < upper.components.mean)
+
+
+def test_bootstrap_undoes_label_switching():
+    """Replicates started from the fit with its components swapped come back matched."""
+    with jax.enable_x64(True):
+        model, params = fitted(False)
+        swapped = em.MixtureParams(
+            params.weights[::-1],
+            em.NormalParams(params.components.mean[::-1], params.components.var[::-1]),
+        )
+        boot = em.bootstrap(model, X, swapped, 20, key=3, tol=1e-10)
+        direct = em.bootstrap(model, X, params, 20, key=3, tol=1e-10)
+    # Matched to the (swapped) reference, every replicate keeps its order.
+    assert np.all(boot.samples.components.mean[:, 0] > boot.samples.components.mean[:, 1])
+    np.testing.assert_allclose(
+        boot.samples.components.mean[:, ::-1], direct.samples.components.mean, rtol=1e-9
+    )
+
+
+@pytest.mark.slow
+def test_parametric_bootstrap_and_errors():
+    with jax.enable_x64(True):
+        model, params = fitted(False)
+        boot = em.bootstrap(model, X, params, 100, key=5, kind="parametric", tol=1e-10)
+        se = em.standard_errors(model, params, X)
+    np.testing.assert_allclose(boot.standard_errors.components.mean, se.components.mean, rtol=0.25)
+    with pytest.raises(ValueError, match="kind"):
+        em.bootstrap(model, X, params, 10, key=0, kind="jackknife")
+    with pytest.raises(ValueError, match="key"):
+        em.bootstrap(model, X, params, 10)
+    regression = em.Mixture(em.LinearRegression(), 2)
+    data = {"x": X, "y": X}
+    start = em.MixtureParams(
+        np.array([0.5, 0.5]),
+        em.LinearRegressionParams(np.ones((2, 1)), np.zeros(2), np.ones(2)),
+    )
+    with pytest.raises(TypeError, match="parametric"):
+        em.bootstrap(regression, data, start, 10, key=0, kind="parametric")
+
+
+def test_fit_result_standard_errors_is_the_function():
+    model, params = fitted(False)
+    with jax.enable_x64(True):
+        res = em.fit(model, X, init=params, tol=1e-15, max_iter=5000)
+        a = res.standard_errors(model, X)
+        b = em.standard_errors(model, res.params, X)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_cli_se_is_the_library_at_the_printed_estimates(tmp_path, capsys):
+    """`jaxem fit --se`: the JSON's standard errors are em.standard_errors (float64) at the
+    JSON's estimates, and the table prints them."""
+    import json
+
+    from jaxem import cli
+
+    path = tmp_path / "x.csv"
+    np.savetxt(path, X[:300], header="x", comments="")
+    out = tmp_path / "fit.json"
+    assert cli.main(["fit", str(path), "-k", "2", "--se", "--out", str(out)]) == 0
+    assert "standard errors (observed information, float64)" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    p = record["params"]
+    params = em.MixtureParams(
+        np.asarray(p["weights"]), em.NormalParams(np.asarray(p["mean"]), np.asarray(p["var"]))
+    )
+    with jax.enable_x64(True):
+        se = em.standard_errors(em.Mixture(em.Normal(), 2), params, X[:300])
+    got = record["standard_errors"]
+    np.testing.assert_allclose(got["mean"], se.components.mean, rtol=1e-6)
+    np.testing.assert_allclose(got["var"], se.components.var, rtol=1e-6)
+    np.testing.assert_allclose(got["weights"], se.weights, rtol=1e-6)
+    assert cli.main(["fit", str(path), "-k", "2", "--se", "--model", "hmm"]) == 2
+
+
+@pytest.mark.slow
+def test_estimators_standard_errors_are_the_librarys():
+    faithful = em.datasets.load_faithful()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm = em.GaussianMixture(2, random_state=0).fit(faithful)
+    se = gm.standard_errors(faithful)
+    with jax.enable_x64(True):
+        model = em.Mixture(em.MultivariateNormal("full"), 2)
+        params = em.MixtureParams(
+            gm.weights_, em.MultivariateNormalParams(gm.means_, gm.covariances_)
+        )
+        expected = em.standard_errors(model, params, faithful)
+    for got, want in zip(jax.tree.leaves(se), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-9)
+    x = np.column_stack([X[:400], X[:400] ** 2])
+    y = 2 * X[:400] + np.random.default_rng(0).normal(0, 1, 400)
+    est = em.MixtureRegressor("linear", 2, n_init=4, random_state=0).fit(x, y)
+    got = est.standard_errors(x, y)
+    with jax.enable_x64(True):
+        params = em.MixtureParams(
+            est.weights_, em.LinearRegressionParams(est.coef_, est.intercept_, est.var_)
+        )
+        want = em.standard_errors(em.Mixture(em.LinearRegression(), 2), params, {"x": x, "y": y})
+    np.testing.assert_allclose(got["coef_"], want.components.coef, rtol=1e-9)
+    np.testing.assert_allclose(got["var_"], want.components.var, rtol=1e-9)
