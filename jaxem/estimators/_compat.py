@@ -17,12 +17,16 @@ try:  # optional: scikit-learn is a test extra, never a runtime dependency
     from sklearn.base import DensityMixin as _DensityMixin
     from sklearn.base import RegressorMixin as _RegressorMixin
     from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
+    from sklearn.exceptions import DataConversionWarning as _DataConversionWarning
     from sklearn.exceptions import NotFittedError
 
     HAVE_SKLEARN = True
 except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
     HAVE_SKLEARN = False
     _SklearnConvergenceWarning = None
+
+    class _DataConversionWarning(UserWarning):
+        """Stand-in for scikit-learn's: input converted to the expected shape."""
 
     class NotFittedError(ValueError, AttributeError):
         """An estimator was used before ``fit`` (scikit-learn's class when it is installed)."""

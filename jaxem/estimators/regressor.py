@@ -26,6 +26,7 @@ from jaxem.estimators._checks import (
 from jaxem.estimators._compat import (
     NotFittedError,
     _BaseEstimator,
+    _DataConversionWarning,
     _RegressorMixin,
 )
 from jaxem.families.glm import LogisticRegression, PoissonRegression
@@ -143,6 +144,12 @@ class MixtureRegressor(_RegressorMixin, _BaseEstimator):
             )
         arr = np.asarray(y)
         if arr.ndim == 2 and arr.shape[1] == 1:
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected; it is used as "
+                "y.ravel() (shape (n_samples,)).",
+                _DataConversionWarning,
+                stacklevel=3,
+            )
             arr = arr[:, 0]
         arr = _validation.numeric_array(arr, "y", owner).astype(dtype, copy=False)
         if arr.ndim != 1:
