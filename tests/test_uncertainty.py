@@ -378,3 +378,45 @@ def test_estimators_standard_errors_are_the_librarys():
         want = em.standard_errors(em.Mixture(em.LinearRegression(), 2), params, {"x": x, "y": y})
     np.testing.assert_allclose(got["coef_"], want.components.coef, rtol=1e-9)
     np.testing.assert_allclose(got["var_"], want.components.var, rtol=1e-9)
+
+
+def louis_information(x, t):
+    """Louis (1982): observed information = E[complete information] − Var[complete score],
+    both under the posterior of each row's component; natural coordinates
+    (w1, m1, m2, v1, v2) of a two-normal mixture, float64 NumPy."""
+    w1, m1, m2, v1, v2 = t
+    w = np.array([w1, 1 - w1])
+    m = np.array([m1, m2])
+    v = np.array([v1, v2])
+    lj = np.log(w) + stats.norm.logpdf(x[:, None], m, np.sqrt(v))
+    r = np.exp(lj - logsumexp(lj, axis=1, keepdims=True))  # (N, 2)
+    n = len(x)
+    # Complete-data score of row i if it is in component k: s[i, k, :] over the 5 parameters.
+    s = np.zeros((n, 2, 5))
+    s[:, 0, 0], s[:, 1, 0] = 1 / w1, -1 / (1 - w1)
+    for k in range(2):
+        d = x - m[k]
+        s[:, k, 1 + k] = d / v[k]
+        s[:, k, 3 + k] = -0.5 / v[k] + 0.5 * d**2 / v[k] ** 2
+    # Minus the complete-data Hessian of row i in component k.
+    b = np.zeros((n, 2, 5, 5))
+    b[:, 0, 0, 0], b[:, 1, 0, 0] = 1 / w1**2, 1 / (1 - w1) ** 2
+    for k in range(2):
+        d = x - m[k]
+        b[:, k, 1 + k, 1 + k] = 1 / v[k]
+        b[:, k, 1 + k, 3 + k] = b[:, k, 3 + k, 1 + k] = d / v[k] ** 2
+        b[:, k, 3 + k, 3 + k] = -0.5 / v[k] ** 2 + d**2 / v[k] ** 3
+    expected_b = np.einsum("nk,nkab->ab", r, b)
+    mean_s = np.einsum("nk,nka->na", r, s)
+    second = np.einsum("nk,nka,nkb->ab", r, s, s)
+    return expected_b - (second - mean_s.T @ mean_s)
+
+
+def test_observed_information_equals_louis_complete_minus_missing():
+    model, params = fitted(False)
+    with jax.enable_x64(True):
+        se = em.standard_errors(model, params, X)
+    info = louis_information(X, as_vector(params))
+    expected = np.sqrt(np.diag(np.linalg.inv(info)))
+    got = np.array([se.weights[0], *se.components.mean, *se.components.var])
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
