@@ -510,21 +510,28 @@ def _report_hmm(args, model, family, res, xx, names, lengths, n_nan, elapsed, dt
                     "transition": _jsonable(params.transition),
                     **{f: _jsonable(v) for f, v in params.emissions._asdict().items()},
                 },
-                "log_likelihood": _json_number(ll),
-                "objective": _json_number(res.objective),
-                "bic": _json_number(bic),
-                "aic": _json_number(aic),
-                "n_parameters": int(n_params),
-                "n_iter": int(res.n_iter),
-                "converged": bool(res.converged),
-                "restarts": args.restarts,
-                "seed": args.seed,
-                "dtype": dtype,
+                **_criteria(args, res, ll, bic, aic, n_params, dtype),
             },
         )
     title = f"{os.path.basename(args.data)}: HMM with {family} emissions, K={args.k}"
     _write_plot(args, model, params, xx, names, title, lengths=lengths)
     return 0
+
+
+def _criteria(args, res, ll, bic, aic, n_params: int, dtype: str) -> dict:
+    """The JSON entries every report shares: criteria, iterations and the run's settings."""
+    return {
+        "log_likelihood": _json_number(ll),
+        "objective": _json_number(res.objective),
+        "bic": _json_number(bic),
+        "aic": _json_number(aic),
+        "n_parameters": int(n_params),
+        "n_iter": int(res.n_iter),
+        "converged": bool(res.converged),
+        "restarts": args.restarts,
+        "seed": args.seed,
+        "dtype": dtype,
+    }
 
 
 def _write_record(args, record: dict) -> None:
@@ -840,16 +847,7 @@ def _fit(args) -> int:
                     "weights": _jsonable(params.weights),
                     **{f: _jsonable(v) for f, v in params.components._asdict().items()},
                 },
-                "log_likelihood": _json_number(res.log_likelihood),
-                "objective": _json_number(res.objective),
-                "bic": _json_number(bic),
-                "aic": _json_number(aic),
-                "n_parameters": int(n_params),
-                "n_iter": int(res.n_iter),
-                "converged": bool(res.converged),
-                "restarts": args.restarts,
-                "seed": args.seed,
-                "dtype": dtype,
+                **_criteria(args, res, res.log_likelihood, bic, aic, n_params, dtype),
                 "restart_objectives": _jsonable(res.restart_objectives),
                 **_se_record(se),
             },
@@ -943,16 +941,15 @@ def _fit_regression(args) -> int:
                     "weights": _jsonable(weights),
                     **{f: _jsonable(v) for f, v in fields.items()},
                 },
-                "log_likelihood": _json_number(res.log_likelihood),
-                "objective": _json_number(res.objective),
-                "bic": _json_number(bic),
-                "aic": _json_number(aic),
-                "n_parameters": int(n_params),
-                "n_iter": int(res.n_iter),
-                "converged": bool(res.converged),
-                "restarts": args.restarts,
-                "seed": args.seed,
-                "dtype": np.dtype(float_dtype()).name,
+                **_criteria(
+                    args,
+                    res,
+                    res.log_likelihood,
+                    bic,
+                    aic,
+                    n_params,
+                    np.dtype(float_dtype()).name,
+                ),
                 "restart_objectives": _jsonable(res.restart_objectives),
                 **_se_record(se),
             },

@@ -61,6 +61,7 @@ class _Info(NamedTuple):
     natural_free: np.ndarray  # (M,) bool: natural entries that are parameters
     u_names: tuple
     n_names: tuple
+    params: Any  # the validated parameters (the float dtype)
 
 
 def _labels(tree) -> tuple:
@@ -184,7 +185,7 @@ def _information(model, params, x, sample_weight, fixed, lengths, missing, chunk
     cov, bad_free = _invert(info, jnp.finfo(flat_u.dtype).eps)
     bad = np.zeros_like(free)
     bad[np.flatnonzero(free)[bad_free]] = True
-    return _Info(cov, free, bad, jac, natural_free, _labels(u), _labels(params))
+    return _Info(cov, free, bad, jac, natural_free, _labels(u), _labels(params), params)
 
 
 def _program(model, leaves, unravel, chunking):
@@ -380,7 +381,7 @@ def wald_intervals(
     info = _information(model, params, x, sample_weight, fixed, lengths, missing, chunk_size)
     _warn_unidentified(info)
     z = math.sqrt(2) * _erfinv(level)
-    data, _, checked, _ = _prepare(model, params, x, sample_weight, lengths, missing)
+    checked = info.params
     flat = np.asarray(ravel_pytree(checked)[0], np.float64)
     with np.errstate(invalid="ignore"):
         se = np.sqrt(np.diagonal(_natural_covariance(info)))
