@@ -33,6 +33,7 @@ from jaxem.families import (
     MultivariateNormalParams,
     Normal,
     NormalParams,
+    ParsimoniousGaussian,
     Poisson,
     PoissonParams,
     PoissonRegression,
@@ -72,6 +73,8 @@ _LAZY = {
     "load": "jaxem.io",
     "plot_fit": "jaxem.plot",
     "plot_history": "jaxem.plot",
+    "plot_bic": "jaxem.plot",
+    "SelectionRow": "jaxem.model_selection",
 }
 
 
@@ -148,6 +151,7 @@ __all__ = [
     "VonMisesParams",
     "MultivariateNormal",
     "MultivariateNormalParams",
+    "ParsimoniousGaussian",
     "RegressionFamily",
     "LinearRegression",
     "LinearRegressionParams",
@@ -167,8 +171,10 @@ __all__ = [
     "NotFittedError",
     "select_model",
     "ModelSelection",
+    "SelectionRow",
     "save",
     "load",
     "plot_fit",
     "plot_history",
+    "plot_bic",
 ]

@@ -134,10 +134,24 @@ def _merge(a, b):
     return jax.tree.map(lambda x, y: np.logical_or(np.asarray(x), np.asarray(y)), a, b)
 
 
+def _families_of(model) -> list:
+    """The component (or emission) families of a mixture or HMM; ``[]`` for a plain model."""
+    fams = getattr(model, "families", None) or [getattr(model, "family", None)]
+    emission = getattr(model, "emission", None)
+    return [f for f in [*fams, emission] if f is not None]
+
+
 def _prepare(model, params, x, sample_weight, lengths, missing):
     if not isinstance(model, Model):
         raise TypeError(f"model must be an em.Model or em.Mixture, got {type(model).__name__}.")
     _validation.check_missing(missing)
+    for family in _families_of(model):
+        if getattr(family, "tied_coordinates", False):
+            raise ValueError(
+                f"standard_errors: {family!r} ties the entries of its covariances "
+                "(mclust's structured models), which the information matrix here does not "
+                "follow; use em.bootstrap(...) for its uncertainty, or model 'VVV'."
+            )
     units = model._as_units(x, lengths, missing)
     if missing == "marginalize":
         data, observed = _validation.prepare_data(model, units, missing, fitting=False)

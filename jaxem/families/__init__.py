@@ -19,6 +19,7 @@ from jaxem.families.glm import (
 )
 from jaxem.families.mvn import MultivariateNormal, MultivariateNormalParams
 from jaxem.families.normal import Normal, NormalParams
+from jaxem.families.parsimonious import ParsimoniousGaussian
 from jaxem.families.poisson import Poisson, PoissonParams
 from jaxem.families.regression import LinearRegression, LinearRegressionParams, RegressionFamily
 from jaxem.families.studentt import StudentT, StudentTParams
@@ -37,10 +38,12 @@ BUILT_IN = (
     StudentT,
     Gamma,
     VonMises,
+    ParsimoniousGaussian,
 )
 
 __all__ = [
     "Family",
+    "ParsimoniousGaussian",
     "ClosedForm",
     "register_m_step",
     "Normal",
