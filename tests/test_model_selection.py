@@ -45,16 +45,30 @@ def test_select_model_ranks_by_bic_and_picks_three():
             row.log_likelihood, row.estimator.score(X_SEP) * len(X_SEP), rtol=1e-12
         )
     text = str(result)
-    assert "Model selection by BIC (lower is better)" in text
+    assert "BIC by number of components (rows) and model (columns); lower is better" in text
     lines = text.splitlines()
-    assert lines[2].split()[:3] == ["1", "full", "3"] and lines[3].split()[:3] == ["2", "full", "2"]
+    assert lines[1].split() == ["K", "full"]
+    assert lines[2].split() == ["2", f"{result.rows[1].bic:.1f}"]
+    assert lines[3].split() == ["3", f"{result.rows[0].bic:.1f}"]
+    top = lines[lines.index("Top models by BIC:") + 2 :]
+    assert top[0].split()[:3] == ["1", "full", "3"] and top[1].split()[:3] == ["2", "full", "2"]
     assert "K=3" in repr(result)
+    assert result.models == ("full",) and result.n_components == (2, 3)
+    np.testing.assert_array_equal(result.values[:, 0], [result.rows[1].bic, result.rows[0].bic])
+    d = result.as_dict()
+    assert d["best"] == {"model": "full", "n_components": 3}
+    assert d["values"] == [[result.rows[1].bic], [result.rows[0].bic]]
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(criterion="icl"), "criterion must be 'bic' or 'aic'"),
+        (dict(criterion="hqc"), "criterion must be 'bic', 'icl' or 'aic'"),
+        (dict(n_init=0), "n_init must be an integer >= 1"),
+        (dict(init_params="random"), "init_params must be 'kmeans'"),
+        (dict(reg_covar=-1.0), "reg_covar must be a finite number >= 0"),
+        (dict(covariance_types=("EEE", "EEE")), "repeated entries"),
+        (dict(n_components=[300]), "cannot support 300 components"),
         (dict(n_components=[0, 2]), "every entry of n_components must be an integer >= 1"),
         (dict(n_components=[]), "n_components is empty"),
         (dict(covariance_types=("full", "diagonal")), "covariance_types must be a non-empty"),
@@ -103,3 +117,87 @@ def test_families_grid_picks_the_poisson_mixture():
         ll = row.estimator.score(counts) * len(counts)
         p = {"poisson": 2, "normal": 3}[row.model] * row.n_components - 1
         np.testing.assert_allclose(row.bic, -2 * ll + p * math.log(len(counts)), rtol=1e-10)
+
+
+def _faithful():
+    from jaxem.datasets import load_faithful
+
+    return np.asarray(load_faithful(), np.float64)
+
+
+def test_mclust_faithful_result_and_icl():
+    """mclust's Old Faithful answer: EEE with 3 components, log-likelihood -1126.3, BIC 2314.3.
+
+    ICL is BIC plus twice the entropy of the MAP classification, recomputed here
+    from the best estimator's posterior.
+    """
+    x = _faithful()
+    result = em.select_model(x, [2, 3, 4], ("EEE", "VVV"), n_init=4, random_state=0)
+    best = result.best
+    assert (best.model, best.n_components, best.n_parameters) == ("EEE", 3, 11)
+    assert abs(best.log_likelihood - (-1126.3)) < 0.05 and abs(best.bic - 2314.3) < 0.05
+    est = result.best_estimator
+    assert isinstance(est, em.MixtureEstimator)
+    assert est.family.model == "EEE"
+    np.testing.assert_allclose(est.score(x) * len(x), best.log_likelihood, rtol=1e-12)
+    np.testing.assert_allclose(est.bic(x), best.bic, rtol=1e-12)
+    entropy = -np.sum(np.log(np.max(est.predict_proba(x), axis=1)))
+    np.testing.assert_allclose(best.icl, best.bic + 2 * entropy, rtol=1e-10)
+    by_icl = em.select_model(
+        x, [2, 3, 4], ("EEE", "VVV"), criterion="icl", n_init=4, random_state=0
+    )
+    np.testing.assert_allclose(by_icl.values, result.matrix("icl"), rtol=1e-10)
+    # the cell is where EM stopped (per-sample change < tol): em.fit from its parameters
+    # climbs less than 5 iterations' worth of that
+    import jax
+
+    with jax.enable_x64(True), pytest.warns(em.ConvergenceWarning):
+        fit = em.fit(em.Mixture(est.family, 3), x, init=est._current_params(), max_iter=5)
+    assert best.log_likelihood <= fit.log_likelihood <= best.log_likelihood + 5 * 1e-5 * len(x)
+
+
+def test_singular_fits_are_discarded_as_mclust_does():
+    """A run whose covariance is numerically singular does not count (mclust reports NA)."""
+    from jaxem.model_selection import _singular
+
+    good = np.stack([np.eye(2), 2 * np.eye(2)])
+    flat = np.stack([np.eye(2), np.diag([1.0, 1e-17])])
+    cov = np.stack([good, flat, flat])  # 3 runs with K_max = 2
+    ks = np.array([2, 2, 1])  # the third run uses only its first component
+    np.testing.assert_array_equal(_singular(cov, ks, np.float64), [False, True, False])
+    assert _singular(cov, ks, np.float32).tolist() == [False, True, False]
+    # a grid whose every K=4 restart collapses on repeated rows has a NaN cell, no row
+    x = np.repeat(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]), 5, axis=0)
+    x = np.vstack([x, np.random.default_rng(0).normal(size=(4, 2))])
+    result = em.select_model(x, [1, 4], ("VVV",), n_init=2, random_state=0)
+    assert np.isnan(result.values[1, 0]) and [r.n_components for r in result.rows] == [1]
+    assert "failed at every restart" in str(result)
+
+
+def test_float32_data_fit_in_float32():
+    x = _faithful().astype(np.float32)
+    result = em.select_model(x, [3], ("EEE",), n_init=2, random_state=0)
+    est = result.best_estimator
+    assert est.weights_.dtype == np.float32
+    assert abs(result.best.bic - 2314.3) < 0.5
+
+
+@pytest.mark.slow
+def test_mclust_whole_grid_on_faithful():
+    """mclustBIC(faithful): 14 models × K = 1..9; EEE with 3 components wins."""
+    x = _faithful()
+    result = em.select_model(x, range(1, 10), "mclust", n_init=8, random_state=0)
+    assert result.models == _mclust_names()
+    assert result.values.shape == (9, 14)
+    assert (result.best.model, result.best.n_components) == ("EEE", 3)
+    assert abs(result.best.bic - 2314.3) < 0.05
+    # K = 1: the models with the same single covariance agree (VVV = EEE = EVV = ...)
+    one = dict(zip(result.models, result.values[0], strict=True))
+    for a, b in (("EII", "VII"), ("EEI", "VVI"), ("EEE", "VVV"), ("VEV", "EVE")):
+        np.testing.assert_allclose(one[a], one[b], rtol=1e-9)
+
+
+def _mclust_names():
+    from jaxem.families.parsimonious import MCLUST_MODELS
+
+    return MCLUST_MODELS
