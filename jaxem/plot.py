@@ -1,17 +1,22 @@
 """Plots of a fit: the fitted density over the data, component ellipses, the objective trace.
 
-matplotlib is optional (``pip install "jaxem[plot]"``) and imported only inside
+matplotlib is optional (the ``plot`` extra) and imported only inside
 these functions, so ``import jaxem`` never pays for it.
 
 - :func:`plot_fit` picks the picture from the data: one column gives the fitted
   mixture density (and each weighted component) over a histogram, beside the
   empirical CDF against the fitted one; counts and category codes give bars of
   the observed frequencies against the fitted probability mass; two or more
-  columns give scatter plots coloured by the most probable component, with 1, 2
-  and 3-sigma ellipses for Gaussian components.
+  columns give scatter plots of pairs of the columns that vary (above six, of
+  the first principal components), and ``what=`` chooses mclust's pictures:
+  ``"classification"`` (coloured by the most probable component, with 1, 2 and
+  3-sigma ellipses for Gaussian components), ``"uncertainty"`` or ``"density"``.
+  It takes a model with its params, or a fitted estimator.
 - :func:`plot_history` draws the objective at every EM iteration.
+- :func:`plot_bic` draws a model selection's criterion against the number of
+  components, one line per model.
 
-Both return the ``matplotlib.figure.Figure``. Given a path they save to it
+All return the ``matplotlib.figure.Figure``. Given a path they save to it
 (PNG, PDF, SVG: by the file's extension) on a figure built without pyplot, so no
 display is needed; given an ``Axes`` they draw the main panel into it; given
 nothing they create the figure with pyplot (it shows in notebooks and with
@@ -21,8 +26,11 @@ nothing they create the figure with pyplot (it shows in notebooks and with
 from __future__ import annotations
 
 import math
+import operator
 import os
-from typing import TYPE_CHECKING
+import textwrap
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -31,12 +39,18 @@ from jaxem import _validation
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plot_fit", "plot_history"]
+__all__ = ["plot_bic", "plot_fit", "plot_history"]
 
-INSTALL_HINT = 'jaxem.plot needs matplotlib: pip install "jaxem[plot]"'
+INSTALL_HINT = "jaxem.plot needs matplotlib: pip install matplotlib"
 
 _N_GRID = 2001  # points per panel width for densities (the CDF grid has four times more)
-_MAX_PAIRS = 6  # scatter panels drawn for (N, D) data
+WHATS = ("classification", "uncertainty", "density")  # plot_fit's pictures, as mclust's
+_MAX_COLUMNS = 6  # above this many varying columns (15 pairs) the panels show principal components
+_N_PCS = 3  # principal components drawn (three panels)
+_N_GRID_2D = 200  # grid points per side of a density panel
+_DENSITY_MASS = (0.95, 0.75, 0.5, 0.25, 0.05)  # share of the rows inside each density contour
+_UNCERTAIN_TOP = 0.05  # the most uncertain rows, circled...
+_UNCERTAIN_MIN = 0.01  # ...when their uncertainty is at least this
 
 
 def _require_matplotlib():
@@ -284,6 +298,99 @@ def _plot_discrete(axes, model, params, x, ndim, name):
 
 
 # -- two or more columns -----------------------------------------------------------------
+class _Coordinates(NamedTuple):
+    """What the panels of ``(N, D)`` data show: ``P`` coordinates of each row, in pairs.
+
+    Either ``P`` of the data's columns (``columns``), or the scores on the
+    ``P`` leading principal axes (``basis`` ``(D, P)``, ``center`` ``(D,)``).
+    """
+
+    values: np.ndarray  # (N, P)
+    names: list[str]  # (P,) axis labels
+    pairs: list[tuple[int, int]]  # one panel per pair of coordinates
+    columns: tuple[int, ...] | None
+    center: np.ndarray | None
+    basis: np.ndarray | None
+    n_columns: int  # D
+
+
+def _check_dims(dims, d: int) -> str | tuple[int, ...] | None:
+    """``None``, ``"pca"`` or a tuple of distinct column indices; a ValueError otherwise."""
+    if dims is None:
+        return None
+    if isinstance(dims, str) and dims.lower() == "pca":
+        return "pca"
+    try:
+        cols = tuple(operator.index(j) for j in dims) if not isinstance(dims, str) else None
+    except TypeError:
+        cols = None
+    if (
+        cols is None
+        or len(cols) < 2
+        or len(set(cols)) < len(cols)
+        or min(cols) < 0
+        or max(cols) >= d
+    ):
+        raise ValueError(
+            f"plot_fit: dims must be None (automatic), 'pca' (principal components) or at least "
+            f"two distinct column indices in 0..{d - 1}, e.g. dims=(0, 1); got {dims!r}."
+        )
+    return cols
+
+
+def _principal_axes(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(center (D,), basis (D, n), share (n,))``: the data's leading principal axes.
+
+    Unweighted and unscaled PCA of the centred data, by SVD in float64; each
+    axis's sign is fixed (its largest loading positive) so pictures repeat.
+    ``share`` is each axis's fraction of the total variance.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    center = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - center, full_matrices=False)
+    basis = vt[:n].T
+    largest = np.argmax(np.abs(basis), axis=0)
+    basis = basis * np.sign(basis[largest, np.arange(basis.shape[1])])
+    var = s**2
+    total = var.sum()
+    share = var[:n] / total if total > 0 else np.zeros(basis.shape[1])
+    return center, basis, share
+
+
+def _is_constant(column: np.ndarray) -> bool:
+    return bool(np.all(column == column[0]))
+
+
+def _coordinates(x: np.ndarray, names: list[str], dims) -> _Coordinates:
+    """The panels' coordinates: ``dims``'s columns, principal components, or the automatic choice.
+
+    Automatic: every pair of the columns that are not constant (a constant
+    column only draws stripes), or, above ``_MAX_COLUMNS`` of them (too many
+    pairs to look at), the leading principal components.
+    """
+    n_rows, d = x.shape
+    dims = _check_dims(dims, d)
+    if dims is None:
+        varying = [j for j in range(d) if not _is_constant(x[:, j])]
+        if len(varying) > _MAX_COLUMNS:
+            dims = "pca"
+        elif len(varying) >= 2:
+            dims = tuple(varying)
+        else:  # nothing better to show: fill up with the first constant columns
+            dims = tuple(sorted((varying + [j for j in range(d) if j not in varying])[:2]))
+    if dims == "pca":
+        if n_rows < 2:
+            raise ValueError("plot_fit: dims='pca' needs at least two rows of data.")
+        n = min(_N_PCS, d, n_rows)
+        center, basis, share = _principal_axes(x, n)
+        n = basis.shape[1]
+        labels = [f"PC{i + 1} ({100 * share[i]:.1f}% var)" for i in range(n)]
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        return _Coordinates((x - center) @ basis, labels, pairs, None, center, basis, d)
+    pairs = [(i, j) for i in range(len(dims)) for j in range(i + 1, len(dims))]
+    return _Coordinates(x[:, list(dims)], [names[j] for j in dims], pairs, dims, None, None, d)
+
+
 def _component_covariances(model, params, dims: tuple[int, int]) -> list:
     """Each component's ``(mean (2,), cov (2, 2))`` on two columns, or ``None`` per component.
 
@@ -307,6 +414,102 @@ def _component_covariances(model, params, dims: tuple[int, int]) -> list:
     return out
 
 
+def _full_gaussians(model, params, d: int) -> list:
+    """Each component's ``(mean (D,), cov (D, D))`` on all columns, or ``None`` per component."""
+    import jax
+
+    families = _families(model)
+    if not families:
+        return []
+    comps = jax.tree.map(lambda a: np.asarray(a, dtype=np.float64), params.components)
+    out = []
+    for k, family in enumerate(families):
+        own = (comps[k], None) if model.families is not None else (comps, k)
+        found = family.gaussian_marginal(*own, tuple(range(d)))
+        if found is None:
+            out.append(None)
+            continue
+        mean, cov = (np.asarray(a, dtype=np.float64) for a in found)
+        if mean.shape != (d,) or cov.shape != (d, d):
+            raise ValueError(
+                f"plot_fit: {family!r}.gaussian_marginal(..., dims) returned shapes "
+                f"{mean.shape} and {cov.shape} for {d} dims; it must return (m,) and (m, m) "
+                "for m = len(dims)."
+            )
+        out.append((mean, cov))
+    return out
+
+
+def _panel_gaussians(model, params, coords: _Coordinates) -> list[list]:
+    """Per panel, each component's ``(mean (2,), cov (2, 2))`` on its two coordinates.
+
+    A projection carries each Gaussian exactly: ``mean = Vᵀ(μ - center)``,
+    ``cov = Vᵀ Σ V``. A component that is not Gaussian is ``None``; a model
+    without families gives ``[]``.
+    """
+    if coords.basis is None:
+        cols = coords.columns
+        return [_component_covariances(model, params, (cols[i], cols[j])) for i, j in coords.pairs]
+    v, center = coords.basis, coords.center
+    projected = [
+        None if g is None else ((g[0] - center) @ v, v.T @ g[1] @ v)
+        for g in _full_gaussians(model, params, coords.n_columns)
+    ]
+    return [
+        [None if g is None else (g[0][[i, j]], g[1][np.ix_([i, j], [i, j])]) for g in projected]
+        for i, j in coords.pairs
+    ]
+
+
+def _normal_pdf_2d(points: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """``(G,)`` bivariate normal density at ``points`` ``(G, 2)``, in float64."""
+    diff = points - mean
+    q = np.einsum("gi,ij,gj->g", diff, np.linalg.inv(cov), diff)
+    return np.exp(-0.5 * q) / (2 * math.pi * math.sqrt(np.linalg.det(cov)))
+
+
+def _density_on_panel(model, params, coords: _Coordinates, pair, gaussians):
+    """``f(points (G, 2)) -> (G,)``: the fitted mixture's density on one panel's coordinates.
+
+    Gaussian components: the exact 2-D marginal ``Σ_k w_k N(m_k, S_k)``. Any
+    other model: its own density when the panel shows its only two columns
+    (``None`` otherwise: a marginal would need an integral).
+    """
+    if gaussians and all(g is not None for g in gaussians):
+        w = np.asarray(params.weights, dtype=np.float64).reshape(-1)
+        if w.shape == (len(gaussians),):
+            return lambda pts: sum(
+                w[k] * _normal_pdf_2d(pts, mean, cov) for k, (mean, cov) in enumerate(gaussians)
+            )
+    if coords.basis is None and coords.n_columns == 2:
+        import jax.numpy as jnp
+        from scipy.special import logsumexp
+
+        def density(pts):
+            full = np.empty_like(pts)
+            full[:, [coords.columns[pair[0]], coords.columns[pair[1]]]] = pts
+            g = jnp.asarray(full, dtype=_validation.float_dtype())
+            return np.exp(logsumexp(np.asarray(model.log_joint(params, g), np.float64), axis=1))
+
+        return density
+    return None
+
+
+def _uncertainty_cut(u: np.ndarray) -> float:
+    """The uncertainty from which rows stand out: the top ``_UNCERTAIN_TOP``, if not tiny."""
+    return max(float(np.quantile(u, 1 - _UNCERTAIN_TOP)), _UNCERTAIN_MIN)
+
+
+def _uncertainty_size(scale: np.ndarray) -> np.ndarray:
+    """Marker areas (points²) from 5 (certain) to 80 (``1 - 1/K``, no idea)."""
+    return 5 + 75 * scale
+
+
+def _uncertainty_scale(u: np.ndarray, k: int) -> np.ndarray:
+    """``u`` over its largest possible value ``1 - 1/K``: 0 (certain) to 1 (no idea)."""
+    return u / (1 - 1 / k) if k > 1 else np.zeros_like(u)
+
+
 def _ellipse_geometry(cov: np.ndarray, n_sigma: float) -> tuple[float, float, float]:
     """``(width, height, angle in degrees)`` of the ``n_sigma`` Mahalanobis contour."""
     vals, vecs = np.linalg.eigh(cov)
@@ -315,14 +518,10 @@ def _ellipse_geometry(cov: np.ndarray, n_sigma: float) -> tuple[float, float, fl
     return 2 * n_sigma * math.sqrt(vals[-1]), 2 * n_sigma * math.sqrt(vals[0]), angle
 
 
-def _plot_pair(ax, x2, labels, gaussians, dims, names, colors, comp_labels, legend):
+def _draw_ellipses(ax, gaussians, colors, lw=1.5):
     from matplotlib.patches import Ellipse
 
-    k = len(colors)
-    point_colors = np.array(colors)[labels]
-    ax.scatter(x2[:, 0], x2[:, 1], c=point_colors, s=10, alpha=0.65, linewidths=0)
-    for i in range(k):
-        g = gaussians[i] if i < len(gaussians) else None
+    for i, g in enumerate(gaussians):
         if g is None:
             continue
         mean, cov = g
@@ -336,32 +535,128 @@ def _plot_pair(ax, x2, labels, gaussians, dims, names, colors, comp_labels, lege
                     angle=angle,
                     fill=False,
                     edgecolor=colors[i],
-                    lw=1.5,
+                    lw=lw,
                     alpha=alpha,
-                    label=f"{comp_labels[i]}: 1/2/3σ" if n_sigma == 1 else None,
                 )
             )
         ax.plot(*mean, marker="X", ms=9, color=colors[i], mec="black", mew=0.8, ls="none")
-    if not any(g is not None for g in gaussians):
-        for i in range(k):  # no ellipses to carry the legend: label the point colours
-            ax.scatter([], [], color=colors[i], s=20, label=comp_labels[i])
-    ax.set_xlabel(names[dims[0]])
-    ax.set_ylabel(names[dims[1]])
-    if legend:
-        ax.legend(fontsize="small", frameon=False, loc="best")
 
 
-def _plot_columns(axes, model, params, x, names, pairs):
-    import jaxem as em
+def _draw_panel(ax, xy, what, resp, gaussians, density, colors):
+    """One panel: the points as ``what`` asks, over each Gaussian's ellipses or the density."""
+    import matplotlib
 
-    labels = np.asarray(em.predict(model, params, x))
-    k = _n_states(model, params, x)
+    labels = resp.argmax(axis=1)
+    point_colors = np.array(colors)[labels]
+    if what == "classification":
+        ax.scatter(xy[:, 0], xy[:, 1], c=point_colors, s=10, alpha=0.65, linewidths=0)
+        _draw_ellipses(ax, gaussians, colors)
+    elif what == "uncertainty":
+        u = 1 - resp.max(axis=1)
+        scale = _uncertainty_scale(u, resp.shape[1])
+        rgba = point_colors.copy()
+        rgba[:, 3] = 0.3 + 0.7 * scale
+        ax.scatter(xy[:, 0], xy[:, 1], c=rgba, s=_uncertainty_size(scale), linewidths=0)
+        top = u >= _uncertainty_cut(u)
+        ax.scatter(
+            xy[top, 0],
+            xy[top, 1],
+            s=_uncertainty_size(scale[top]),
+            facecolors="none",
+            edgecolors="black",
+            linewidths=0.9,
+        )
+        _draw_ellipses(ax, gaussians, colors, lw=1.0)
+    else:
+        ax.scatter(xy[:, 0], xy[:, 1], color="0.5", s=5, alpha=0.5, linewidths=0)
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
+        # A margin around the data for Gaussians; other densities stay in the
+        # data's box, inside their support (an exponential's formula is finite below 0).
+        gaussian = bool(gaussians) and all(g is not None for g in gaussians)
+        pad = 0.1 * np.where(hi > lo, hi - lo, 1.0) if gaussian else np.zeros(2)
+        gx, gy = (np.linspace(lo[i] - pad[i], hi[i] + pad[i], _N_GRID_2D) for i in (0, 1))
+        mesh_x, mesh_y = np.meshgrid(gx, gy)
+        z = density(np.column_stack([mesh_x.ravel(), mesh_y.ravel()])).reshape(mesh_x.shape)
+        # Levels by the data: the contour of mass m encloses the fraction m of
+        # the rows (a highest-density region), whatever the density's scale.
+        masses = np.array(_DENSITY_MASS)
+        levels = np.quantile(density(xy), 1 - masses)  # increasing
+        keep = np.concatenate([[True], np.diff(levels) > 0]) & (levels > 0)
+        levels, masses = levels[keep], masses[keep]
+        if levels.size:
+            # viridis without its yellow end, which does not show on white
+            shades = matplotlib.colormaps["viridis"](np.linspace(0.8, 0.0, len(_DENSITY_MASS)))
+            cs = ax.contour(gx, gy, z, levels=levels, colors=shades[keep], linewidths=1.3)
+            labels = {lvl: f"{100 * m:.0f}%" for lvl, m in zip(cs.levels, masses, strict=True)}
+            ax.clabel(cs, fmt=labels, fontsize="x-small")
+        ax.set_xlim(gx[0], gx[-1])
+        ax.set_ylim(gy[0], gy[-1])
+
+
+def _legend_handles(what: str, colors, comp_labels, resp: np.ndarray) -> list:
+    from matplotlib.lines import Line2D
+
+    if what == "density":
+        return []  # the caption says what the contours are
+    handles = [
+        Line2D([], [], ls="none", marker="o", ms=6, color=c, label=label)
+        for c, label in zip(colors, comp_labels, strict=True)
+    ]
+    if what == "uncertainty":
+        u = 1 - resp.max(axis=1)
+        cut = _uncertainty_cut(u)
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker="o",
+                ms=8,
+                mfc="none",
+                mec="black",
+                label=f"uncertainty ≥ {cut:.2g} ({int(np.sum(u >= cut))} rows)",
+            )
+        )
+    return handles
+
+
+def _describe(what: str, coords: _Coordinates, gaussians: list[list], n_constant: int) -> str:
+    """The one-line caption of a scatter figure."""
+    text = {
+        "classification": "coloured by the most probable component"
+        + (
+            "; ellipses: 1, 2, 3σ of each Gaussian"
+            if any(g is not None for p in gaussians for g in p)
+            else ""
+        ),
+        "uncertainty": "uncertainty 1 − max p(k | x): bigger, darker points are less certain",
+        "density": "fitted mixture density over the data (grey); each contour encloses the "
+        "labelled share of the rows",
+    }[what]
+    if coords.basis is not None:
+        text += f"\nprojection on principal components of the {coords.n_columns} columns (centred)"
+    elif n_constant:
+        text += f" ({n_constant} constant columns left out)"
+    return text
+
+
+def _plot_columns(fig, axes, model, params, x, coords, gaussians, densities, what, own):
+    """Scatter panels of ``(N, D)`` data, one per pair of ``coords``; the legend once."""
+    from jaxem.estep import responsibilities
+
+    resp = np.asarray(responsibilities(model, params, x), dtype=np.float64)  # (N, K)
+    k = resp.shape[1]
     colors = _colors(k)
-    comp_labels = _component_labels(model, params, k)
-    for n, (ax, dims) in enumerate(zip(axes, pairs, strict=False)):
-        gaussians = _component_covariances(model, params, dims)
-        _plot_pair(ax, x[:, dims], labels, gaussians, dims, names, colors, comp_labels, n == 0)
-    axes[0].set_title("data coloured by most probable component")
+    for ax, pair, panel, density in zip(axes, coords.pairs, gaussians, densities, strict=False):
+        _draw_panel(ax, coords.values[:, list(pair)], what, resp, panel, density, colors)
+        ax.set_xlabel(coords.names[pair[0]])
+        ax.set_ylabel(coords.names[pair[1]])
+    handles = _legend_handles(what, colors, _component_labels(model, params, k), resp)
+    # One legend for every panel: outside them when it would hide points.
+    if handles and own and (len(axes) > 1 or k > 3):
+        fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
+    elif handles:
+        axes[0].legend(handles=handles, fontsize="small", frameon=False, loc="best")
 
 
 def _plot_item_parameters(axes, model, params, names):
@@ -396,70 +691,193 @@ def _plot_item_parameters(axes, model, params, names):
     ax.set_title(f"fitted {what} per column")
 
 
-def _n_states(model, params, x) -> int:
-    n = getattr(model, "n_components", None)
-    if n is not None:
-        return int(n)
-    return int(np.shape(model.log_joint(params, x[:1]))[-1])
+def _plot_uncertainty_1d(ax, model, params, x, ndim, name):
+    """One column: each row's uncertainty ``1 - max_k p(k | x)`` against its value."""
+    from jaxem.estep import responsibilities
+
+    rows = x if ndim == 1 else x[:, None]
+    resp = np.asarray(responsibilities(model, params, rows), dtype=np.float64)
+    k = resp.shape[1]
+    colors = _colors(k)
+    point_colors = np.array(colors)[resp.argmax(axis=1)]
+    u = 1 - resp.max(axis=1)
+    ax.vlines(x, 0, u, colors=point_colors, lw=0.6, alpha=0.5)
+    ax.scatter(x, u, c=point_colors, s=10, linewidths=0)
+    top = u >= _uncertainty_cut(u)
+    ax.scatter(x[top], u[top], s=30, facecolors="none", edgecolors="black", linewidths=0.9)
+    ax.set_ylim(0, max(1 - 1 / k, 0.05) * 1.05)
+    ax.set_xlabel(name)
+    ax.set_ylabel("uncertainty 1 − max p(k | x)")
+    ax.set_title("uncertainty of each row's component, coloured by the most probable one")
+    ax.legend(
+        handles=_legend_handles("uncertainty", colors, _component_labels(model, params, k), resp),
+        fontsize="small",
+        frameon=False,
+        loc="best",
+    )
+
+
+def _fitted_model(estimator) -> tuple[Any, Any, list[str] | None]:
+    """``(model, params, feature names or None)`` of a fitted jaxem estimator."""
+    owner = type(estimator).__name__
+    if hasattr(estimator, "_current_params") and hasattr(estimator, "_entry"):
+        kind = "mixture"  # em.GaussianMixture, em.MixtureEstimator
+    elif hasattr(estimator, "_current_emissions") and hasattr(estimator, "_model"):
+        kind = "hmm"  # em.GaussianHMM and the other HMM estimators
+    else:
+        raise TypeError(
+            "plot_fit takes a fitted em.GaussianMixture, em.MixtureEstimator or HMM estimator, "
+            f"or an em.Model with its params and data: plot_fit(model, params, x); got {owner}."
+        )
+    if not hasattr(estimator, "converged_"):
+        raise TypeError(
+            f"plot_fit: this {owner} is not fitted yet; call its fit(X) first "
+            f"(plot_fit({owner.lower()}.fit(X), X, 'fit.png'))."
+        )
+    names = getattr(estimator, "feature_names_in_", None)
+    names = None if names is None else [str(n) for n in names]
+    if kind == "mixture":
+        return estimator._entry(estimator.n_features_in_).model, estimator._current_params(), names
+    model = getattr(estimator, "_hmm", None) or estimator._model(estimator.n_features)
+    return model, estimator._params(), names
+
+
+def _check_what(what) -> str:
+    if what not in WHATS:
+        raise ValueError(
+            f"plot_fit: what must be one of {', '.join(map(repr, WHATS))}, got {what!r}."
+        )
+    return what
 
 
 # -- public ------------------------------------------------------------------------------
 def plot_fit(
-    model,
-    params,
-    x,
-    path_or_ax=None,
+    model: Any,
+    params: Any = None,
+    x: Any = None,
+    path_or_ax: Any = None,
     *,
+    what: str = "classification",
+    dims: Sequence[int] | str | None = None,
     names: list[str] | None = None,
     discrete: bool | None = None,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float = 100,
-    lengths=None,
+    lengths: Sequence[int] | None = None,
 ) -> Figure:
     """Draw a fitted model over its data; return the matplotlib ``Figure``.
 
+    Called as ``plot_fit(model, params, x, path_or_ax)`` with an ``em.Model``,
+    or as ``plot_fit(estimator, X, path_or_ax)`` with a fitted jaxem estimator
+    (``em.GaussianMixture``, ``em.MixtureEstimator``, an HMM estimator).
+
+    - ``(N, D)`` data with ``D >= 2``: scatter plots, one panel per pair of
+      coordinates. The coordinates are ``dims``; by default every column that
+      is not constant (all their pairs), or, above six such columns, the first
+      three principal components of the centred data (unscaled, float64 SVD),
+      labelled with their share of the variance. ``what`` picks the picture,
+      as mclust's ``plot(model, what=...)``:
+
+      - ``"classification"``: points coloured by the most probable component,
+        with each Gaussian component's 1, 2 and 3-sigma ellipses
+        (``MultivariateNormal`` of any covariance type, or ``Normal`` on
+        several columns). On principal components a Gaussian is projected
+        exactly (mean ``Vᵀ(μ - x̄)``, covariance ``Vᵀ Σ V``).
+      - ``"uncertainty"``: each row's ``1 - max_k p(k | x)``: points coloured
+        by component, bigger and darker the less certain; the most uncertain
+        5% (at least 0.01) are circled in black.
+      - ``"density"``: contours of the fitted mixture density on the panel's
+        two coordinates, over the data in grey; each contour encloses the
+        labelled share of the rows. Gaussian components use their exact 2-D
+        marginal. Any other model draws its own density on two-column data
+        only, and raises a ValueError otherwise (use ``"classification"``).
+
+      Discrete items (``discrete=True`` or a counts/codes family) get a table
+      of the fitted parameter per component and column instead.
+    - ``(N,)`` (or ``(N, 1)``) continuous data: a histogram with the fitted
+      mixture density and each weighted component ``w_k f_k``, and the empirical
+      CDF against the fitted CDF (the density integrated numerically on a grid,
+      so any family works, a hand-written ``em.Model`` too). Counts and codes
+      (``Poisson``, ``Binomial``, ``Bernoulli``, ``Categorical``, or
+      ``discrete=True``): bars of observed frequencies against the fitted pmf.
+      ``what="density"`` is the same picture; ``what="uncertainty"`` draws each
+      row's uncertainty against its value.
     - An ``em.HMM`` (data with ``lengths=``, or a list of sequences): the
       first sequence over time (its first column, at most 2000 steps) coloured
       by the Viterbi state, with each state's location as a dashed line, and
       below it the smoothed state probabilities ``p(z_t | x)``.
 
-    - ``(N,)`` (or ``(N, 1)``) continuous data: a histogram with the fitted
-      mixture density and each weighted component ``w_k f_k``, and the empirical
-      CDF against the fitted CDF (the density integrated numerically on a grid,
-      so any family works, a hand-written ``em.Model`` too).
-    - Counts and codes (``Poisson``, ``Binomial``, ``Bernoulli``, ``Categorical``,
-      or ``discrete=True``): bars of observed frequencies against the fitted pmf.
-    - ``(N, D)`` with ``D >= 2``: scatter plots of pairs of columns (up to six
-      pairs) coloured by ``em.predict``, with each Gaussian component's 1, 2 and
-      3-sigma ellipses (``MultivariateNormal`` of any covariance type, or
-      ``Normal`` on several columns). Discrete items get a table of the fitted
-      parameter per component and column.
-
     Rows with missing values (NaN) are left out of the picture.
 
     Args:
-        model: the fitted ``em.Mixture`` (or ``em.Model``).
+        model: the fitted ``em.Mixture`` (or ``em.Model``), or a fitted
+            estimator (then ``params`` is left out: the next arguments are
+            ``x`` and ``path_or_ax``).
         params: its parameters, e.g. ``FitResult.params``.
         x: the data it was fitted to, ``(N,)`` or ``(N, D)``.
         path_or_ax: ``None`` (a new pyplot figure), a file path to save to, a
             matplotlib ``Axes`` to draw the main panel into, or a sequence of
             ``Axes`` for the panels (one column: density, then CDF).
-        names: column names for the axis labels.
+        what: ``"classification"`` (default), ``"uncertainty"`` or ``"density"``.
+        dims: for ``(N, D)`` data, the column indices to draw (every pair of
+            them), ``"pca"`` for the principal components, or ``None``
+            (automatic, see above).
+        names: column names for the axis labels (an estimator fitted on a
+            DataFrame gives its own).
         discrete: force (``True``) or forbid (``False``) the bar chart; by
             default it follows the family.
         title: a title over the figure.
         figsize, dpi: the figure's size in inches and resolution: a saved PNG
             is ``figsize * dpi`` pixels.
+        lengths: ``(S,)`` sequence lengths, for an ``em.HMM``.
 
     Example:
         >>> from jaxem.plot import plot_fit
         >>> res = em.fit(model, x, key=jax.random.key(0), restarts=16)
         >>> plot_fit(model, res.params, x, "fit.png")
+        >>> gm = em.GaussianMixture(10, covariance_type="diag").fit(digits)   # (1797, 64)
+        >>> plot_fit(gm, digits, "digits.png", what="uncertainty")   # on PC1-PC3
+        >>> plot_fit(gm, digits, "pixels.png", dims=(20, 28, 36))
     """
     _require_matplotlib()
     from jaxem.hmm import HMM
+    from jaxem.model import Model
 
+    what = _check_what(what)
+    if not isinstance(model, Model) and hasattr(model, "get_params"):  # an estimator
+        estimator = model
+        model, fitted, own_names = _fitted_model(model)
+        if params is None and x is None:
+            raise TypeError("plot_fit(estimator, X, path_or_ax): X is missing.")
+        if params is not None:  # plot_fit(estimator, X, ...): shift the positions
+            if x is not None and path_or_ax is not None:
+                raise TypeError(
+                    "plot_fit(estimator, X, path_or_ax) takes no params: the estimator holds them."
+                )
+            x, path_or_ax = params, (x if x is not None else path_or_ax)
+        params = fitted
+        names = own_names if names is None else names
+        width = getattr(estimator, "n_features_in_", None)
+        if width is not None and np.ndim(x) == 2 and np.shape(x)[1] != width:
+            raise ValueError(
+                f"plot_fit: X has {np.shape(x)[1]} columns but the {type(estimator).__name__} "
+                f"was fitted on {width}; pass the data it was fitted to."
+            )
+    elif x is None:
+        raise TypeError(
+            "plot_fit(model, params, x): x, the data the model was fitted to, is missing."
+        )
+    if (
+        isinstance(model, HMM)
+        or lengths is not None
+        or getattr(model, "_reads_units", lambda: False)()
+    ):
+        if what != "classification" or dims is not None:
+            raise ValueError(
+                f"plot_fit: what={what!r} and dims= draw arrays of rows; an HMM or a mixture "
+                "of regressions has one picture (leave them out)."
+            )
     if isinstance(model, HMM):
         return _plot_hmm(model, params, x, lengths, path_or_ax, names, title, figsize, dpi)
     if lengths is not None:
@@ -488,40 +906,112 @@ def plot_fit(
     if not complete.any():
         raise ValueError("plot_fit: every row has a missing value; nothing to draw.")
     arr = arr[complete]
-    if d == 1:
+    items = d > 1 and (
+        getattr(model, "family", None) is not None
+        and (discrete if discrete is not None else _is_discrete(model, arr))
+    )
+    if dims is not None and (d == 1 or items):
+        raise ValueError(
+            "plot_fit: dims= is for scatter plots of (N, D) continuous data; x has "
+            f"{'one column' if d == 1 else 'discrete items'}."
+        )
+    if items and what != "classification":
+        raise ValueError(
+            f"plot_fit: what={what!r} draws continuous data; discrete items have one picture, "
+            "their fitted parameters (leave what= out)."
+        )
+    if d == 1 and what == "uncertainty":
+        fig, axes, path = _figure(path_or_ax, 1, figsize or (7.2, 4.2), dpi)
+        _plot_uncertainty_1d(axes[0], model, params, arr.reshape(-1), ndim, names[0])
+    elif d == 1:
         flat = arr.reshape(-1)
         if discrete is None:
             discrete = _is_discrete(model, flat)
         fig, axes, path = _figure(path_or_ax, 2, figsize, dpi)
         draw = _plot_discrete if discrete else _plot_continuous
         draw(axes, model, params, flat, ndim, names[0])
-    elif getattr(model, "family", None) is not None and (
-        discrete if discrete is not None else _is_discrete(model, arr)
-    ):
+    elif items:
         if figsize is None:
             figsize = (max(6.4, 2.5 + 0.7 * d), max(3.2, 1.0 + 0.6 * model.n_components))
         fig, axes, path = _figure(path_or_ax, 1, figsize, dpi)
         _plot_item_parameters(axes, model, params, names)
     else:
-        pairs = [(i, j) for i in range(d) for j in range(i + 1, d)][:_MAX_PAIRS]
-        nrows = 1 if len(pairs) <= 3 else 2
-        if figsize is None and len(pairs) == 1 and not _is_axes(path_or_ax):
-            figsize = (6.4, 5.2)
-        fig, axes, path = _figure(path_or_ax, len(pairs), figsize, dpi, nrows=nrows)
-        _plot_columns(axes, model, params, arr, names, pairs[: len(axes)])
+        return _plot_scatter(
+            model,
+            params,
+            arr,
+            names,
+            dims,
+            what,
+            path_or_ax,
+            title,
+            figsize,
+            dpi,
+            int((~complete).sum()),
+        )
     if title is not None:
         if _is_axes(path_or_ax):
             axes[0].set_title(title)
         else:
             fig.suptitle(title)
-    n_left = int((~complete).sum())
+    _note_missing(axes[0], int((~complete).sum()))
+    return _finish(fig, path, dpi)
+
+
+def _note_missing(ax, n_left: int) -> None:
     if n_left:
-        axes[0].annotate(
+        ax.annotate(
             f"{n_left} rows with missing values not shown",
             (0.01, 0.01),
             xycoords="figure fraction",
             fontsize="x-small",
         )
+
+
+def _panel_rows(n_panels: int) -> int:
+    """Rows of the panel grid: up to three panels a row (five above nine panels)."""
+    return 1 if n_panels <= 3 else 2 if n_panels <= 6 else 3 if n_panels <= 9 else -(-n_panels // 5)
+
+
+def _plot_scatter(model, params, x, names, dims, what, path_or_ax, title, figsize, dpi, n_left):
+    """``(N, D)`` continuous data: the scatter panels of :func:`plot_fit`."""
+    coords = _coordinates(x, names, dims)
+    gaussians = _panel_gaussians(model, params, coords)
+    densities = [None] * len(coords.pairs)
+    if what == "density":
+        densities = [
+            _density_on_panel(model, params, coords, pair, panel)
+            for pair, panel in zip(coords.pairs, gaussians, strict=True)
+        ]
+        if any(f is None for f in densities):
+            raise ValueError(
+                "plot_fit: what='density' needs Gaussian components (their 2-D marginals are "
+                f"exact) or data with two columns; this model on {x.shape[1]} columns has no "
+                "closed-form marginal. Use what='classification' or 'uncertainty'."
+            )
+    n_panels = len(coords.pairs)
+    own = not _is_axes(path_or_ax)
+    if figsize is None and n_panels == 1 and own:
+        figsize = (6.4, 5.2)
+    fig, axes, path = _figure(path_or_ax, n_panels, figsize, dpi, nrows=_panel_rows(n_panels))
+    _plot_columns(fig, axes, model, params, x, coords, gaussians, densities, what, own)
+    n_constant = 0  # the automatic choice's constant columns: said in the caption
+    if dims is None and coords.columns is not None:
+        n_constant = sum(
+            _is_constant(x[:, j]) for j in range(x.shape[1]) if j not in coords.columns
+        )
+    caption = _describe(what, coords, gaussians, n_constant)
+    if own:  # wrapped to the figure's width (about 9 characters an inch at this size)
+        room = max(40, int(fig.get_figwidth() * 9))
+        caption = "\n".join(textwrap.fill(line, room) for line in caption.split("\n"))
+        fig.suptitle(caption if title is None else f"{title}\n{caption}", fontsize="medium")
+    else:
+        if title is None:  # a panel among others: lines no wider than it
+            wrapped = "\n".join(textwrap.fill(line, 60) for line in caption.split("\n"))
+            axes[0].set_title(wrapped, fontsize="small")
+        else:
+            axes[0].set_title(title)
+    _note_missing(axes[0], n_left)
     return _finish(fig, path, dpi)
 
 
@@ -661,8 +1151,8 @@ def _is_axes(obj) -> bool:
 
 
 def plot_history(
-    history,
-    path_or_ax=None,
+    history: Any,
+    path_or_ax: Any = None,
     *,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
@@ -714,4 +1204,113 @@ def plot_history(
             axes[0].set_title(title)
         else:
             fig.suptitle(title)
+    return _finish(fig, path, dpi)
+
+
+_MARKERS = "os^vDP*X<>hpd8H"
+
+
+def plot_bic(
+    selection: Any,
+    path_or_ax: Any = None,
+    *,
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
+    dpi: float = 100,
+) -> Figure:
+    """Draw a model selection's criterion against the number of components; return the ``Figure``.
+
+    mclust's BIC plot: one line with markers per model (covariance type or
+    family) over the numbers of components, a gap where a fit failed (NaN),
+    and the best point circled. Lower is better (scikit-learn's sign; mclust
+    plots ``-BIC``). In a new figure where some models are far worse than the
+    rest, a second panel zooms from the best value to the median one.
+
+    Args:
+        selection: a model selection with ``criterion`` (``"bic"``, ``"aic"``
+            or ``"icl"``), ``models`` (``M`` names), ``n_components`` (``R``
+            numbers), ``values`` ``(R, M)`` (NaN where a fit failed) and
+            ``best.model``, ``best.n_components``.
+        path_or_ax: ``None`` (a new pyplot figure), a file path to save to, or
+            a matplotlib ``Axes`` to draw into.
+        title: the title over the panel.
+        figsize, dpi: size in inches and resolution (a PNG is ``figsize * dpi`` pixels).
+
+    Example:
+        >>> from jaxem.plot import plot_bic
+        >>> selection = em.select_model(X, n_components=range(1, 10))
+        >>> plot_bic(selection, "bic.png")
+    """
+    _require_matplotlib()
+    criterion = str(selection.criterion).upper()
+    models = [str(m) for m in selection.models]
+    ks = [int(k) for k in selection.n_components]
+    values = np.asarray(selection.values, dtype=np.float64)
+    if values.shape != (len(ks), len(models)):
+        raise ValueError(
+            f"plot_bic: selection.values has shape {values.shape}, expected (len(n_components), "
+            f"len(models)) = ({len(ks)}, {len(models)})."
+        )
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"plot_bic: selection.n_components has repeated entries: {ks}.")
+    order = np.argsort(ks, kind="stable")  # lines run left to right
+    ks, values = [ks[i] for i in order], values[order]
+    best_model, best_k = str(selection.best.model), int(selection.best.n_components)
+    if best_model not in models or best_k not in ks:
+        raise ValueError(
+            f"plot_bic: the best fit ({best_model}, K={best_k}) is not in the table of "
+            f"models {models} and n_components {ks}."
+        )
+    best = values[ks.index(best_k), models.index(best_model)]
+    finite = values[np.isfinite(values)]
+    # Where some models are far worse (mclust's spherical ones often are), a second
+    # panel zooms on the competitive range: from the best to the median fit.
+    middle = float(np.median(finite)) if finite.size else np.nan
+    zoom = (
+        not _is_axes(path_or_ax)
+        and np.isfinite(best)
+        and middle > best
+        and float(np.max(finite)) - best > 4 * (middle - best)
+    )
+    size = figsize or ((12.4, 4.8) if zoom else (7.6, 4.8))
+    fig, axes, path = _figure(path_or_ax, 2 if zoom else 1, size, dpi)
+    colors = _colors(len(models))
+    for i, ax in enumerate(axes):
+        for j, name in enumerate(models):
+            failed = np.isnan(values[:, j])
+            label = name if not failed.all() else f"{name} (every fit failed)"
+            ax.plot(
+                ks,
+                values[:, j],
+                color=colors[j],
+                marker=_MARKERS[j % len(_MARKERS)],
+                ms=5,
+                lw=1.4,
+                label=label if i == 0 else None,
+            )
+        if np.isfinite(best):
+            ax.plot(
+                [best_k],
+                [best],
+                ls="none",
+                marker="o",
+                ms=16,
+                mfc="none",
+                mec="black",
+                mew=2,
+                label=f"best: {best_model}, K={best_k}" if i == 0 else None,
+            )
+        ax.set_xticks(ks)
+        ax.set_xlabel("number of components")
+        ax.set_ylabel(f"{criterion} (lower is better)")
+        ax.grid(alpha=0.3)
+    axes[0].set_title(title if title is not None else f"{criterion} of each model")
+    if zoom:
+        pad = 0.08 * (middle - best)
+        axes[1].set_ylim(best - pad, middle + pad)
+        axes[1].set_title("near the best (up to the median fit)")
+    if _is_axes(path_or_ax):
+        axes[0].legend(fontsize="small", frameon=False, loc="best")
+    else:
+        fig.legend(loc="outside right upper", fontsize="small", frameon=False)
     return _finish(fig, path, dpi)

@@ -181,8 +181,10 @@ class Family:
         """
         return np.asarray(jax.tree.leaves(components)[0], dtype=np.float64)
 
-    def gaussian_marginal(self, components, index: int | None, dims: tuple[int, int]):
-        """``(mean (2,), cov (2, 2))`` of a Gaussian component on two columns, or ``None``.
+    def gaussian_marginal(self, components, index: int | None, dims: tuple[int, ...]):
+        """``(mean (m,), cov (m, m))`` of a Gaussian component on the ``m`` columns ``dims``.
+
+        ``None`` when the component is not Gaussian.
 
         What the plots draw as ellipses. ``components`` has the K axis and
         ``index`` picks one component, or ``index`` is ``None`` and

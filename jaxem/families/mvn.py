@@ -420,7 +420,7 @@ class MultivariateNormal(Family):
         elif kind == "diag":
             cov = np.diag(host_component(components.cov, index)[dims])
         else:  # spherical
-            cov = float(host_component(components.cov, index)) * np.eye(2)
+            cov = float(host_component(components.cov, index)) * np.eye(len(dims))
         return mean, cov
 
 
