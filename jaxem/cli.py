@@ -6,8 +6,12 @@ writes the estimates as JSON (``--out``) and a plot (``--plot``, needs
 matplotlib). The JSON is strict: a number that is not finite (NaN, ±inf) is
 written as ``null``. ``--float64`` fits in double precision: data whose sums of
 squares overflow float32 (values of order 1e17 and up; jaxem refuses them in
-float32) fit that way. Bad input ends with one line on stderr and a non-zero
-exit: 2 for bad arguments, 1 for data that cannot be fitted.
+float32) fit that way. ``--labels`` writes each row's most probable component
+and its uncertainty as CSV, in the file's row order. A table wider than the
+terminal (or than 100 characters, when the output is not one) shows its first
+columns and says so; the JSON has every parameter. Bad input ends with one line
+on stderr and a non-zero exit: 2 for bad arguments, 1 for data that cannot be
+fitted.
 """
 
 from __future__ import annotations
@@ -21,25 +25,33 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
+import textwrap
 import time
 import warnings
 
 import numpy as np
 
 from jaxem import codec as _codec
+from jaxem.families.mvn import COVARIANCE_TYPES
+from jaxem.families.parsimonious import MCLUST_MODELS
+from jaxem.families.parsimonious import SKLEARN_EQUIVALENT as SKLEARN_TO_MCLUST
 
 # The built-in families' names (``Family.name``), in the registry's order.
 FAMILIES = tuple(_codec.FAMILIES)
 # ``--model regression``: the regression families by name.
 REGRESSION_FAMILIES = ("linear", "poisson", "logistic")
-COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 # Cells that mean "no value" in a CSV; they become NaN.
 MISSING_CELLS = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})
 MAX_CATEGORIES = 1000
 # jax.random.key keeps the low 32 bits of a seed (without x64): 2**32 would repeat seed 0.
 SEED_LIMIT = 2**32
 DEMO_PLOT = "jaxem-demo.png"
+# Where no terminal says its width (a pipe, a file, a test), tables are cut to this many
+# characters; a terminal narrower than MIN_WIDTH is taken as MIN_WIDTH.
+DEFAULT_WIDTH = 100
+MIN_WIDTH = 40
 
 
 class CLIError(Exception):
@@ -63,6 +75,97 @@ def _table(headers, rows) -> str:
     line = lambda r: "   " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
     rule = "   " + "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def _terminal_width() -> int:
+    """The terminal's width in characters (``COLUMNS`` when set), DEFAULT_WIDTH when the
+    output is not a terminal."""
+    return max(MIN_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
+
+
+def _too_wide(headers, rows, width: int) -> bool:
+    """Whether :func:`_table` has a line wider than ``width``."""
+    return max(map(len, _table(headers, rows).splitlines())) > width
+
+
+def _narrow_table(headers, rows, width: int, keep: int = 2) -> tuple[str, int]:
+    """``(text, n_hidden)``: :func:`_table`, or when it is wider than ``width``, its first
+    ``keep`` columns and as many of the next as fit, then a column of "…".
+
+    ``n_hidden`` is the number of columns left out (0: the table is whole, unchanged).
+    Every row stays, so every component is still named.
+    """
+    if not _too_wide(headers, rows, width):
+        return _table(headers, rows), 0
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    used = 3 + sum(widths[:keep]) + 2 * keep + 1  # the kept columns and the "…" column
+    shown = keep
+    while shown < len(headers) and used + widths[shown] + 2 <= width:
+        used += widths[shown] + 2
+        shown += 1
+    cut = lambda r: list(r[:shown]) + ["…"]
+    return _table(cut(headers), [cut(r) for r in rows]), len(headers) - shown
+
+
+def _print_wrapped(line: str) -> None:
+    """``line`` (indented by three spaces), wrapped at spaces when wider than the terminal."""
+    width = _terminal_width()
+    if len(line) <= width:
+        print(line)
+        return
+    print(
+        textwrap.fill(
+            line.strip(),
+            width,
+            initial_indent="   ",
+            subsequent_indent="   ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    )
+
+
+def _print_note(text: str, width: int) -> None:
+    """``   (text)``, wrapped to ``width``."""
+    print(textwrap.fill(f"({text})", width, initial_indent="   ", subsequent_indent="    "))
+
+
+def _print_table(args, headers, rows, keep: int = 2, width: int | None = None) -> None:
+    """Print the table cut to the terminal's width; say so, and where the rest is, if cut."""
+    width = _terminal_width() if width is None else width
+    text, hidden = _narrow_table(headers, rows, width, keep)
+    print(text)
+    if hidden:
+        rest = "the JSON has them all" if args.out is not None else "--out FILE.json has all"
+        shown = len(headers) - keep - hidden
+        _print_note(f"{shown} of {len(headers) - keep} parameter columns shown; {rest}", width)
+
+
+def _listed(names: list[str], room: int) -> str:
+    """``names`` joined by commas, or when longer than ``room``, the first few, "…" and the
+    last."""
+    text = ", ".join(names)
+    for head in range(len(names) - 2, 0, -1):
+        if len(text) <= room:
+            return text
+        text = ", ".join(names[:head] + ["…", names[-1]])
+    return text if len(text) <= room else "…"
+
+
+def _print_header(
+    full: str, lead: str, names: list[str], what: str, width: int | None, noun="columns"
+) -> None:
+    """The first line of a report: ``full``, or for data too wide for the terminal
+    (``width`` given), ``lead``, then ``what`` and the column names (abbreviated to fit)
+    on lines of their own."""
+    if width is None:
+        print(full)
+        return
+    print(lead)
+    print(f"   {what}")
+    lead = f"   {len(names)} {noun}: "
+    print(lead + _listed(names, width - len(lead)))
 
 
 def _fmt(v) -> str:
@@ -114,7 +217,9 @@ def _split_rows(text: str) -> list[tuple[int, list[str]]]:
     return [(n, cells) for (n, _), cells in zip(lines, reader, strict=True)]
 
 
-def _select(columns: str | None, names: list[str], has_header: bool) -> list[int]:
+def _select(
+    columns: str | None, names: list[str], has_header: bool, option: str = "--columns"
+) -> list[int]:
     if columns is None:
         return list(range(len(names)))
     picked = []
@@ -126,10 +231,10 @@ def _select(columns: str | None, names: list[str], has_header: bool) -> list[int
         else:
             known = ", ".join(names) if has_header else f"indices 0..{len(names) - 1}"
             raise CLIError(
-                f"unknown column {token!r} in --columns; the columns are: {known}.", code=2
+                f"unknown column {token!r} in {option}; the columns are: {known}.", code=2
             )
         if j in picked:
-            raise CLIError(f"column {token!r} is selected twice in --columns.", code=2)
+            raise CLIError(f"column {token!r} is selected twice in {option}.", code=2)
         picked.append(j)
     return picked
 
@@ -250,6 +355,7 @@ def _model(
     cls = _codec.FAMILIES[family]
     options = {
         "covariance_type": covariance_type,
+        "model": covariance_type,
         "n_categories": n_categories,
         "n_trials": n_trials,
     }
@@ -273,7 +379,8 @@ def _regression_model(family: str, k: int):
 
 
 def _sequence_lengths(path: str, column: str, columns: str | None):
-    """``(x, names, lengths)``: rows grouped by ``column`` (ids), in order of first appearance.
+    """``(x, names, lengths, order)``: rows grouped by ``column`` (ids), in order of first
+    appearance; row ``i`` of ``x`` is the file's data row ``order[i]``.
 
     Each sequence keeps its rows in file order; ``column`` is a header name or a
     0-based index and is not a data column.
@@ -325,7 +432,7 @@ def _sequence_lengths(path: str, column: str, columns: str | None):
     first: dict[str, int] = {}
     group = np.array([first.setdefault(v, len(first)) for v in ids])
     order = np.argsort(group, kind="stable")
-    return x[order], names, np.bincount(group)
+    return x[order], names, np.bincount(group), order
 
 
 def _sorted_hmm(model, params):
@@ -381,8 +488,8 @@ def _parameter_rows(model, family: str, params, names: list[str]):
 
     for field, value in comps._asdict().items():
         v = np.asarray(value, dtype=np.float64)
-        if family == "mvn" and field == "cov":
-            kind = model.family.covariance_type
+        if family in ("mvn", "mclust") and field == "cov":
+            kind = model.family.covariance_type  # "full" for mclust's models
             if kind == "tied":
                 var = np.broadcast_to(np.diag(v), (k, v.shape[0]))
                 notes.append("covariance tied (shared by every component)")
@@ -454,11 +561,15 @@ def _need_matplotlib(what: str) -> None:
     try:
         plot._require_matplotlib()
     except ImportError:
-        raise CLIError(f'{what} needs matplotlib: pip install "jaxem[plot]"') from None
+        raise CLIError(f"{what} needs matplotlib: pip install matplotlib") from None
 
 
-def _report_hmm(args, model, family, res, xx, names, lengths, n_nan, elapsed, dtype) -> int:
-    """Print (and write) a fitted HMM: one row per state, then the transition matrix."""
+def _report_hmm(args, model, family, res, xx, names, lengths, order, n_nan, elapsed, dtype) -> int:
+    """Print (and write) a fitted HMM: one row per state, then the transition matrix.
+
+    ``order``: the file's data row of each row of ``xx`` (rows grouped by sequence), or
+    ``None`` when they are in file order.
+    """
     import types
 
     import jaxem as em
@@ -472,25 +583,31 @@ def _report_hmm(args, model, family, res, xx, names, lengths, n_nan, elapsed, dt
     post = np.asarray(em.responsibilities(model, params, xx, lengths=lengths, missing=missing))
     occupancy = post.mean(axis=0)
     n_seq = 1 if lengths is None else len(lengths)
-    print(
-        f"jaxem fit {args.data}: {n} rows in {n_seq} sequence(s), columns {', '.join(names)}; "
-        f"hidden Markov model, {model.emission!r} emissions, K={args.k}"
-    )
-    if n_nan:
-        print(f"   {n_nan} missing values integrated out")
     shim = types.SimpleNamespace(family=model.emission)
     as_mixture = em.MixtureParams(occupancy, params.emissions)
     headers, rows, notes = _parameter_rows(shim, family, as_mixture, names)
     headers = ["state", "occupancy", "initial"] + headers[2:]
     initial = np.asarray(params.initial, np.float64)
     rows = [[r[0], r[1], f"{initial[i]:.4f}"] + r[2:] for i, r in enumerate(rows)]
-    print(_table(headers, rows))
+    width = _terminal_width()
+    what = f"hidden Markov model, {model.emission!r} emissions, K={args.k}"
+    _print_header(
+        f"jaxem fit {args.data}: {n} rows in {n_seq} sequence(s), columns {', '.join(names)}; "
+        + what,
+        f"jaxem fit {args.data}: {n} rows in {n_seq} sequence(s)",
+        names,
+        what,
+        width if _too_wide(headers, rows, width) else None,
+    )
+    if n_nan:
+        print(f"   {n_nan} missing values integrated out")
+    _print_table(args, headers, rows, keep=3, width=width)
     for note in notes:
         print(f"   ({note})")
     transition = np.asarray(params.transition, np.float64)
     print("   transition probabilities (row: from, column: to):")
     t_rows = [[i + 1] + [f"{v:.4f}" for v in transition[i]] for i in range(args.k)]
-    print(_table(["from"] + [f"to {j + 1}" for j in range(args.k)], t_rows))
+    _print_table(args, ["from"] + [f"to {j + 1}" for j in range(args.k)], t_rows, keep=1)
     _print_summary(args, res, elapsed, ll, bic, aic, n_params)
     if args.out is not None:
         _write_record(
@@ -513,6 +630,9 @@ def _report_hmm(args, model, family, res, xx, names, lengths, n_nan, elapsed, dt
                 **_criteria(args, res, ll, bic, aic, n_params, dtype),
             },
         )
+    if args.labels is not None:
+        labels = em.predict(model, params, xx, lengths=lengths, missing=missing)
+        _write_labels(args, labels, post, order=order, unit="state")
     title = f"{os.path.basename(args.data)}: HMM with {family} emissions, K={args.k}"
     _write_plot(args, model, params, xx, names, title, lengths=lengths)
     return 0
@@ -544,17 +664,65 @@ def _write_record(args, record: dict) -> None:
     print(f"   wrote {args.out}")
 
 
-def _write_plot(args, model, params, xx, names, title, **kwargs) -> None:
-    """Draw the fit to ``--plot`` (when given) and say so."""
+def _write_plot(args, model, params, xx, names, title, dims=None, **kwargs) -> None:
+    """Draw the fit to ``--plot`` (when given) and say so; ``dims``: ``--plot-columns``."""
     if args.plot is None:
         return
+    if dims is not None:
+        kwargs["dims"] = dims
     import matplotlib
 
     matplotlib.use("Agg")
     from jaxem.plot import plot_fit
 
-    plot_fit(model, params, xx, args.plot, names=names, title=title, **kwargs)
+    try:
+        plot_fit(model, params, xx, args.plot, names=names, title=title, **kwargs)
+    except ValueError as err:  # an option the picture cannot honour
+        raise CLIError(f"--plot: {err}", code=2) from None
     print(f"   wrote {args.plot}")
+
+
+def _write_labels(
+    args, labels, post, order=None, unlabelled=None, unit="component", legend=None
+) -> None:
+    """Write ``--labels``: ``row,label,uncertainty`` for every data row, in file order.
+
+    ``labels`` ``(N,)``: the MAP component of each row (``em.predict``), 0-based in the
+    table's order; ``post`` ``(N, K)``: the responsibilities; ``order``: the file's data row
+    of each row (default: file order); ``unlabelled`` ``(N,)``: rows written with an empty
+    label and uncertainty.
+    """
+    post = np.asarray(post, np.float64)
+    # 1 - max r, summed from the other responsibilities: in float32 a confident row's
+    # max rounds to 1 (1 - r = 0), while the small ones keep their digits.
+    uncertainty = np.sort(post, axis=1)[:, :-1].sum(axis=1)
+    blank = np.zeros(len(post), bool) if unlabelled is None else np.asarray(unlabelled)
+    labels = np.asarray(labels)
+    if order is not None:  # back to the file's order
+        back = np.argsort(order)
+        labels, uncertainty, blank = labels[back], uncertainty[back], blank[back]
+    with open(args.labels, "w", newline="") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(["row", "label", "uncertainty"])
+        for i, (label, u) in enumerate(zip(labels.tolist(), uncertainty.tolist(), strict=True)):
+            out.writerow([i, "", ""] if blank[i] else [i, label, f"{u:.6g}"])
+    note = f"; {int(blank.sum())} row(s) with nothing observed left blank" if blank.any() else ""
+    legend = f"label k: {unit} k+1 above" if legend is None else legend
+    print(f"   wrote {args.labels} ({legend}{note})")
+
+
+def _plot_dims(spec: str | None, names: list[str]):
+    """``--plot-columns``: ``None``, ``"pca"`` or the indices of fitted columns to plot."""
+    if spec is None:
+        return None
+    if len(names) < 2:
+        raise CLIError("--plot-columns needs data with two or more columns.", code=2)
+    if spec.strip().lower() == "pca":
+        return "pca"
+    dims = _select(spec, names, has_header=True, option="--plot-columns")
+    if len(dims) < 2:
+        raise CLIError("--plot-columns needs two or more columns (or pca).", code=2)
+    return dims
 
 
 def _run_fit(args, model, data, response: str | None = None, **kwargs):
@@ -606,11 +774,11 @@ def _run_fit(args, model, data, response: str | None = None, **kwargs):
 def _print_summary(args, res, elapsed: float, ll: float, bic, aic, n_params: int) -> None:
     """The lines under the table: criteria, and how the restarts went."""
     reached = int(np.sum(np.isclose(res.restart_objectives, res.objective, rtol=1e-6, atol=1e-3)))
-    print(
+    _print_wrapped(
         f"   log-likelihood {ll:.6g}, objective {res.objective:.6g}, BIC {bic:.6g}, "
         f"AIC {aic:.6g} ({n_params} free parameters)"
     )
-    print(
+    _print_wrapped(
         f"   best of {args.restarts} restarts ({reached} reached it): {res.n_iter} iterations, "
         f"converged={res.converged}; {elapsed:.2f} s incl. compilation"
     )
@@ -651,7 +819,7 @@ def _standard_errors(args, model, params, data):
     weights = np.asarray(se.weights, np.float64)
     rows = [[i + 1, _fmt(weights[i])] + [_fmt(c[i]) for c in cols] for i in range(k)]
     print("   standard errors (observed information, float64):")
-    print(_table(headers, rows))
+    _print_table(args, headers, rows)
     if skipped:
         print(f"   (standard errors of {', '.join(skipped)} are in the JSON, --out)")
     return se
@@ -665,17 +833,25 @@ def _se_record(se) -> dict:
     return {"standard_errors": {"weights": _jsonable(se.weights), **fields}}
 
 
-def _check_fit_args(args) -> None:
-    for name, value, low in (
-        ("-k", args.k, 1),
-        ("--restarts", args.restarts, 1),
-        ("--max-iter", args.max_iter, 0),
-        ("--progress", args.progress, 0),
-    ):
+def _check_ranges(args, bounds) -> None:
+    """``--restarts``, ``--max-iter``, … at least their lower bound; ``--tol`` >= 0."""
+    for name, value, low in bounds:
         if value is not None and value < low:
             raise CLIError(f"{name} must be >= {low}, got {value}.", code=2)
     if args.tol is not None and not args.tol >= 0:
         raise CLIError(f"--tol must be >= 0, got {args.tol}.", code=2)
+
+
+def _check_fit_args(args) -> None:
+    _check_ranges(
+        args,
+        (
+            ("-k", args.k, 1),
+            ("--restarts", args.restarts, 1),
+            ("--max-iter", args.max_iter, 0),
+            ("--progress", args.progress, 0),
+        ),
+    )
     regression = args.model == "regression"
     if args.se and args.model == "hmm":
         raise CLIError("--se is not available for --model hmm yet.", code=2)
@@ -683,6 +859,11 @@ def _check_fit_args(args) -> None:
         raise CLIError("--se is not available with --missing marginalize yet.", code=2)
     if args.response is not None and not regression:
         raise CLIError("--response applies to --model regression only.", code=2)
+    if args.plot_columns is not None:
+        if args.model != "mixture":
+            raise CLIError("--plot-columns applies to --model mixture only.", code=2)
+        if args.plot is None:
+            raise CLIError("--plot-columns needs --plot PNG (the plot to draw).", code=2)
     if regression:
         if args.response is None:
             raise CLIError("--model regression needs --response COL (the response column).", code=2)
@@ -711,14 +892,20 @@ def _check_fit_args(args) -> None:
             f"unknown family {args.family!r}; choose one of: {', '.join(FAMILIES)}.", code=2
         )
     if args.covariance_type is not None:
-        if args.covariance_type not in COVARIANCE_TYPES:
+        if args.covariance_type not in COVARIANCE_TYPES + MCLUST_MODELS:
             raise CLIError(
                 f"unknown covariance type {args.covariance_type!r}; choose one of: "
-                f"{', '.join(COVARIANCE_TYPES)}.",
+                f"{', '.join(COVARIANCE_TYPES)}, or mclust's {', '.join(MCLUST_MODELS)}.",
                 code=2,
             )
-        if args.family not in (None, "mvn"):
-            raise CLIError("--covariance-type applies to --family mvn only.", code=2)
+        if args.family not in (None, "mvn", "mclust"):
+            raise CLIError("--covariance-type applies to --family mvn or mclust only.", code=2)
+        if args.family == "mvn" and args.covariance_type in MCLUST_MODELS:
+            raise CLIError(
+                f"--covariance-type {args.covariance_type} is one of mclust's models: use "
+                "--family mclust (or no --family).",
+                code=2,
+            )
     if args.family == "binomial" and args.n_trials is None:
         raise CLIError("--family binomial needs --n-trials N (trials per observation).", code=2)
     if args.n_trials is not None and args.family != "binomial":
@@ -742,6 +929,7 @@ def _fit(args) -> int:
     _check_fit_args(args)
     _check_writable("--out", args.out)
     _check_writable("--plot", args.plot)
+    _check_writable("--labels", args.labels)
     if args.plot is not None:
         _need_matplotlib("--plot")
     if args.model == "regression":
@@ -749,15 +937,27 @@ def _fit(args) -> int:
     hmm = args.model == "hmm"
     if args.sequence_column is not None and not hmm:
         raise CLIError("--sequence-column applies to --model hmm only.", code=2)
-    lengths = None
+    lengths = order = None
     if hmm and args.sequence_column is not None:
-        x, names, lengths = _sequence_lengths(args.data, args.sequence_column, args.columns)
+        x, names, lengths, order = _sequence_lengths(args.data, args.sequence_column, args.columns)
     else:
         x, names = read_data(args.data, args.columns)
     n, d = x.shape
-    family = args.family or ("normal" if d == 1 else "mvn")
-    if args.covariance_type is not None and family != "mvn":
-        raise CLIError("--covariance-type applies to --family mvn only.", code=2)
+    dims = _plot_dims(args.plot_columns, names)
+    family = args.family or (
+        "normal" if d == 1 else "mclust" if args.covariance_type in MCLUST_MODELS else "mvn"
+    )
+    if args.covariance_type is not None and family not in ("mvn", "mclust"):
+        raise CLIError("--covariance-type applies to --family mvn or mclust only.", code=2)
+    if dims is not None and _codec.FAMILIES[family].support_kind in ("counts", "categories"):
+        raise CLIError(
+            f"--plot-columns draws scatter plots of continuous columns; --family {family} is "
+            "plotted item by item: remove --plot-columns.",
+            code=2,
+        )
+    covariance = args.covariance_type or "full"
+    if family == "mclust":
+        covariance = SKLEARN_TO_MCLUST.get(covariance, covariance)
     n_nan = int(np.isnan(x).sum())
     if n_nan and args.missing != "marginalize":
         rows = int(np.isnan(x).any(axis=1).sum())
@@ -777,7 +977,7 @@ def _fit(args) -> int:
             )
         n_categories = max(2, int(top) + 1) if np.isfinite(top) else 2
     # One column is (N,) data, except for the multivariate normal.
-    xx = x[:, 0] if d == 1 and family != "mvn" else x
+    xx = x[:, 0] if d == 1 and family not in ("mvn", "mclust") else x
 
     import jaxem as em
     from jaxem._validation import float_dtype
@@ -785,7 +985,7 @@ def _fit(args) -> int:
     model = _model(
         family,
         args.k,
-        args.covariance_type or "full",
+        covariance,
         n_categories,
         args.n_trials or 0,
         "hmm" if hmm else "mixture",
@@ -799,7 +999,9 @@ def _fit(args) -> int:
     dtype = np.dtype(float_dtype()).name  # float64 with --float64 (or JAX_ENABLE_X64=1)
 
     if hmm:
-        return _report_hmm(args, model, family, res, xx, names, lengths, n_nan, elapsed, dtype)
+        return _report_hmm(
+            args, model, family, res, xx, names, lengths, order, n_nan, elapsed, dtype
+        )
     params = _sorted(model, res.params)
     n_params = em.n_parameters(model, params)
     # em.bic/aic evaluate complete data; with missing values, or estimates outside the
@@ -817,11 +1019,18 @@ def _fit(args) -> int:
         bic, aic = -2 * ll + n_params * math.log(n), -2 * ll + 2 * n_params
 
     extra = f"{model.family!r}, K={args.k}"
-    print(f"jaxem fit {args.data}: {n} rows, columns {', '.join(names)}; mixture of {extra}")
+    headers, rows, notes = _parameter_rows(model, family, params, names)
+    width = _terminal_width()
+    _print_header(
+        f"jaxem fit {args.data}: {n} rows, columns {', '.join(names)}; mixture of {extra}",
+        f"jaxem fit {args.data}: {n} rows",
+        names,
+        f"mixture of {extra}",
+        width if _too_wide(headers, rows, width) else None,
+    )
     if n_nan:
         print(f"   {n_nan} missing values integrated out")
-    headers, rows, notes = _parameter_rows(model, family, params, names)
-    print(_table(headers, rows))
+    _print_table(args, headers, rows, width=width)
     for note in notes:
         print(f"   ({note})")
     args._se_names = names
@@ -841,6 +1050,7 @@ def _fit(args) -> int:
                 "model": repr(model),
                 "n_components": args.k,
                 **({"covariance_type": model.family.covariance_type} if family == "mvn" else {}),
+                **({"covariance_model": model.family.model} if family == "mclust" else {}),
                 **({"n_categories": n_categories} if family == "categorical" else {}),
                 **({"n_trials": args.n_trials} if family == "binomial" else {}),
                 "params": {
@@ -852,8 +1062,17 @@ def _fit(args) -> int:
                 **_se_record(se),
             },
         )
+    if args.labels is not None:
+        missing = "marginalize" if n_nan else None
+        _write_labels(
+            args,
+            em.predict(model, params, xx, missing=missing),
+            em.responsibilities(model, params, xx, missing=missing),
+            # A row with nothing observed has the weights for responsibilities: no label.
+            unlabelled=np.isnan(x).all(axis=1),
+        )
     title = f"{os.path.basename(args.data)}: {family} mixture, K={args.k}"
-    _write_plot(args, model, params, xx, names, title)
+    _write_plot(args, model, params, xx, names, title, dims=dims)
     return 0
 
 
@@ -909,11 +1128,8 @@ def _fit_regression(args) -> int:
     params = em.MixtureParams(weights, type(comps)(**fields))
     n_params = em.n_parameters(model, params)
     bic, aic = float(em.bic(model, params, data)), float(em.aic(model, params, data))
-    print(
-        f"jaxem fit {args.data}: {n} rows; mixture of {family} regressions of "
-        f"{names_all[j_y]} on {', '.join(names)}, K={args.k}"
-    )
     headers = ["component", "weight", "intercept"] + [f"coef {name}" for name in names]
+    headers += ["sd"] if family == "linear" else []
     rows = []
     for i in range(args.k):
         row = [i + 1, f"{weights[i]:.4f}", _fmt(fields["intercept"][i])]
@@ -921,7 +1137,17 @@ def _fit_regression(args) -> int:
         if family == "linear":
             row.append(_fmt(math.sqrt(fields["var"][i])))
         rows.append(row)
-    print(_table(headers + (["sd"] if family == "linear" else []), rows))
+    width = _terminal_width()
+    _print_header(
+        f"jaxem fit {args.data}: {n} rows; mixture of {family} regressions of "
+        f"{names_all[j_y]} on {', '.join(names)}, K={args.k}",
+        f"jaxem fit {args.data}: {n} rows; response {names_all[j_y]}",
+        names,
+        f"mixture of {family} regressions, K={args.k}",
+        width if _too_wide(headers, rows, width) else None,
+        noun="covariates",
+    )
+    _print_table(args, headers, rows, width=width)
     args._se_names = names
     se = _standard_errors(args, model, params, data)
     _print_summary(args, res, elapsed, res.log_likelihood, bic, aic, n_params)
@@ -953,6 +1179,10 @@ def _fit_regression(args) -> int:
                 "restart_objectives": _jsonable(res.restart_objectives),
                 **_se_record(se),
             },
+        )
+    if args.labels is not None:
+        _write_labels(
+            args, em.predict(model, params, data), em.responsibilities(model, params, data)
         )
     title = f"{os.path.basename(args.data)}: {family} regressions, K={args.k}"
     _write_plot(args, model, params, data, [names[0], names_all[j_y]], title)
@@ -1052,7 +1282,7 @@ def demo(restarts: int = 64, seed: int = 0, plot: str | None = DEMO_PLOT) -> int
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        print(f'\n   (no plot: pip install "jaxem[plot]" to get {plot})')
+        print(f"\n   (no plot: pip install matplotlib to get {plot})")
         return 0
     from matplotlib.figure import Figure
 
@@ -1069,6 +1299,117 @@ def demo(restarts: int = 64, seed: int = 0, plot: str | None = DEMO_PLOT) -> int
 
 
 # -- entry point -------------------------------------------------------------------------
+def _component_range(spec: str) -> list[int]:
+    """``-k`` of ``jaxem select``: ``'1..9'`` (inclusive) or ``'2,3,5'``."""
+    try:
+        if ".." in spec:
+            lo, hi = (int(t) for t in spec.split(".."))
+            ks = list(range(lo, hi + 1))
+        else:
+            ks = [int(t) for t in spec.split(",")]
+    except ValueError:
+        ks = []
+    if not ks or min(ks) < 1:
+        raise CLIError(
+            f"-k {spec!r}: give a range like 1..9 or a list like 2,3,5 of integers >= 1.", code=2
+        )
+    return sorted(set(ks))
+
+
+def _select_models(spec: str) -> list[str] | str:
+    if spec.strip().lower() == "mclust":
+        return "mclust"
+    if spec.strip().lower() == "sklearn":
+        return list(COVARIANCE_TYPES)
+    names = [t.strip() for t in spec.split(",") if t.strip()]
+    bad = [t for t in names if t not in COVARIANCE_TYPES + MCLUST_MODELS]
+    if not names or bad:
+        raise CLIError(
+            f"--models {spec!r}: use mclust (all 14), sklearn ({', '.join(COVARIANCE_TYPES)}) or "
+            f"a list of names among {', '.join(COVARIANCE_TYPES + MCLUST_MODELS)}.",
+            code=2,
+        )
+    return names
+
+
+def select_command(args: argparse.Namespace) -> int:
+    """``jaxem select``: the K × model BIC matrix of Gaussian mixtures, its winner, a plot."""
+    ks = _component_range(args.k)
+    models = _select_models(args.models)
+    _check_ranges(args, (("--restarts", args.restarts, 1), ("--max-iter", args.max_iter, 1)))
+    for option in ("out", "plot", "labels"):
+        _check_writable(f"--{option}", getattr(args, option))
+    if args.plot is not None:
+        _need_matplotlib("--plot")
+    x, names = read_data(args.data, args.columns)
+    n, d = x.shape
+    if np.isnan(x).any():
+        raise CLIError(f"{args.data}: missing values (empty or NaN cells); remove those rows.")
+    if max(ks) >= n:
+        raise CLIError(f"-k {args.k}: {max(ks)} components need more than {n} rows.", code=2)
+    import jaxem as em
+
+    start = time.perf_counter()
+    result = em.select_model(
+        x,
+        ks,
+        models,
+        criterion=args.criterion,
+        n_init=args.restarts,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        random_state=args.seed,
+    )
+    elapsed = time.perf_counter() - start
+    print(f"jaxem select {args.data}: {n} rows, {d} columns ({_listed(names, 60)})")
+    print(result.to_string(_terminal_width()))
+    if not result.rows:
+        raise CLIError("every fit of the grid failed (singular covariances); try fewer components.")
+    best = result.best
+    name = args.criterion.upper()
+    print(
+        f"best: {best.model} with {best.n_components} components ({name} "
+        f"{best.criterion:.2f}, log-likelihood {best.log_likelihood:.2f}); "
+        f"{args.restarts} k-means restarts per cell; {elapsed:.2f} s incl. compilation"
+    )
+    record = {
+        "jaxem_version": em.__version__,
+        "data": args.data,
+        "columns": names,
+        "n_samples": n,
+        **result.as_dict(),
+        "rows": [
+            {
+                field: getattr(r, field)
+                for field in (
+                    "model",
+                    "n_components",
+                    "bic",
+                    "icl",
+                    "aic",
+                    "log_likelihood",
+                    "n_parameters",
+                    "converged",
+                    "n_iter",
+                )
+            }
+            for r in result.rows
+        ],
+    }
+    _write_record(args, record)
+    if args.labels is not None:
+        post = result.best_estimator.predict_proba(x)
+        legend = f"label k: component k of the best model, {best.model} with K={best.n_components}"
+        _write_labels(args, np.argmax(post, axis=1), post, legend=legend)
+    if args.plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        em.plot_bic(result, args.plot, title=f"{args.data}: {name} by K and model")
+        print(f"   wrote {args.plot}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxem", description="Expectation-Maximization on JAX.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -1090,7 +1431,8 @@ def _parser() -> argparse.ArgumentParser:
         help="fit a mixture to a CSV or .npy file",
         description="Fit a K-component mixture by EM with parallel restarts. DATA is a CSV "
         "(header optional, detected; comma, tab, semicolon or whitespace separated; '-' reads "
-        "stdin) or a .npy array. Prints one row per component (sorted by location).",
+        "stdin) or a .npy array. Prints one row per component (sorted by location); a table wider "
+        "than the terminal shows its first columns (all are in the JSON, --out).",
     )
     p_fit.add_argument("data", metavar="DATA", help="CSV or .npy file")
     p_fit.add_argument("-k", type=int, required=True, help="number of components (or states)")
@@ -1151,6 +1493,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_fit.add_argument("--plot", metavar="PNG", help="write a plot of the fit (needs matplotlib)")
     p_fit.add_argument(
+        "--plot-columns",
+        metavar="COLS",
+        help="for --plot of a mixture: the columns to draw, names 'a,b' or 0-based indices "
+        "'0,2' among the fitted columns, or pca (the first principal components)",
+    )
+    p_fit.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="write the rows' components as CSV: row,label,uncertainty, one line per data row "
+        "in file order. row: 0-based (header, blank and comment lines not counted); label: the "
+        "MAP component, 0-based (label 0 is component 1 in the table); uncertainty: 1 - the "
+        "largest responsibility. In a mixture, a row with nothing observed (--missing "
+        "marginalize) has an empty label and uncertainty. For --model hmm: the Viterbi path's "
+        "state, and 1 - the largest smoothed state probability (the two can name different "
+        "states: the path is the best sequence, the probabilities are per row)",
+    )
+    p_fit.add_argument(
         "--se",
         action="store_true",
         help="standard errors from the observed information (a table, and in the JSON); "
@@ -1163,6 +1522,44 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="print the iteration and objective to stderr every N iterations",
     )
+    p_sel = sub.add_parser(
+        "select",
+        help="rank Gaussian mixtures by BIC over K and covariance models (mclust's grid)",
+        description="Fit Gaussian mixtures for every number of components in -k and every "
+        "covariance model, with k-means restarts, and print the K x model matrix of the "
+        "criterion (lower is better) and the best model. One compiled program per model.",
+    )
+    p_sel.add_argument("data", metavar="DATA", help="CSV or .npy file")
+    p_sel.add_argument(
+        "-k", default="1..9", help="numbers of components: 1..9 (default) or a list 2,3,5"
+    )
+    p_sel.add_argument(
+        "--models",
+        default="mclust",
+        help="mclust (its 14 models, default), sklearn (full, tied, diag, spherical) or a "
+        "comma-separated list, e.g. EEE,VVV,VEV",
+    )
+    p_sel.add_argument(
+        "--criterion",
+        choices=("bic", "icl", "aic"),
+        default="bic",
+        help="rank by bic (default), icl or aic",
+    )
+    p_sel.add_argument("--columns", help="columns to use: names 'a,b' or 0-based indices '0,2'")
+    p_sel.add_argument("--restarts", type=int, default=8, help="k-means restarts per cell (8)")
+    p_sel.add_argument("--seed", type=_seed, default=0, help="PRNG seed, in [0, 2**32)")
+    p_sel.add_argument("--max-iter", type=int, default=1000, help="EM iterations (default 1000)")
+    p_sel.add_argument(
+        "--tol", type=float, default=1e-5, help="per-sample log-likelihood tolerance (1e-5)"
+    )
+    p_sel.add_argument("--out", metavar="JSON", help="write the matrix and every fit as JSON")
+    p_sel.add_argument("--plot", metavar="PNG", help="write the BIC plot (needs matplotlib)")
+    p_sel.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="write the best model's rows as CSV: row,label,uncertainty (as jaxem fit --labels)",
+    )
+
     return parser
 
 
@@ -1174,6 +1571,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.restarts < 1:
                 raise CLIError("--restarts must be >= 1", code=2)
             return demo(args.restarts, args.seed, None if args.no_plot else args.plot)
+        if args.command == "select":
+            return select_command(args)
         return fit_command(args)
     except CLIError as err:
         print(f"jaxem{_command(argv)}: error: {err}", file=sys.stderr)
@@ -1185,7 +1584,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(argv) -> str:
     argv = sys.argv[1:] if argv is None else argv
-    return next((f" {a}" for a in argv if a in ("demo", "fit")), "")
+    return next((f" {a}" for a in argv if a in ("demo", "fit", "select")), "")
 
 
 if __name__ == "__main__":

@@ -206,7 +206,9 @@ def _components(n_components) -> list[int]:
             raise ValueError(
                 f"select_model: every entry of n_components must be an integer >= 1, got {k!r}."
             )
-    return [int(k) for k in values]
+    if len(set(values)) != len(values):
+        raise ValueError(f"select_model: n_components has repeated entries: {values!r}.")
+    return sorted(int(k) for k in values)
 
 
 def _families(families) -> list[tuple[str, Family]]:

@@ -1,9 +1,17 @@
 """Shared references for the tests: float64 NumPy/SciPy implementations, no jaxem code."""
 
+import os
+
 import numpy as np
 import pytest
 from scipy import stats
 from scipy.special import logsumexp
+
+# Tests compile thousands of small programs: keep them out of the user's persistent
+# cache (tests/test_cache.py checks the cache itself, in subprocesses).
+os.environ.setdefault("JAXEM_CACHE_DIR", "off")
+# The command line cuts tables to the terminal's width: the tests see a fixed one.
+os.environ["COLUMNS"] = "100"
 
 
 def normal_mixture_log_posterior(
@@ -32,6 +40,17 @@ def normal_mixture_log_posterior(
     if dirichlet is not None:
         lp += stats.dirichlet.logpdf(weights, np.full(len(weights), dirichlet))
     return ll + lp, ll
+
+
+@pytest.fixture(scope="session")
+def faithful_csv(tmp_path_factory):
+    """Old Faithful's two columns as a CSV with a header (the CLI tests' data file)."""
+    from jaxem.datasets import load_faithful
+
+    path = tmp_path_factory.mktemp("faithful") / "faithful.csv"
+    lines = ["duration,waiting"] + [f"{a!r},{b!r}" for a, b in load_faithful().tolist()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture(scope="session")
