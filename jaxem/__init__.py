@@ -9,7 +9,7 @@ then fit it by EM with many restarts in parallel:
     >>> res = em.fit(model, x, key=jax.random.key(0), restarts=64)
 """
 
-from jaxem import chunks, constraints, datasets, priors
+from jaxem import _cache, chunks, constraints, datasets, priors
 from jaxem.bootstrap import BootstrapResult, bootstrap
 from jaxem.check import MStepCheck, PieceCheck, check_m_step
 from jaxem.estep import log_likelihood, predict, responsibilities
@@ -60,6 +60,10 @@ __version__ = "0.1.0"
 # The scikit-learn-style estimators, model selection and save/load are imported
 # on first use: with scikit-learn installed they derive from its BaseEstimator,
 # and importing scikit-learn would add most of a second to every `import jaxem`.
+#: Where JAX's persistent compilation cache lives for this process (``None``: off);
+#: see ``JAXEM_CACHE_DIR`` in the README.
+compilation_cache_dir = _cache.enable()
+
 _LAZY = {
     "GaussianMixture": "jaxem.estimators",
     "MixtureEstimator": "jaxem.estimators",
