@@ -29,7 +29,7 @@ TOL = 1e-10
 
 
 class Weibull(em.Family):
-    """The custom density of API.md section 2 (gradient M-step: no closed form)."""
+    """A custom Weibull density, as in the README (gradient M-step: no closed form)."""
 
     constraints = {"shape": constraints.positive, "scale": constraints.positive}
 

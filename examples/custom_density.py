@@ -25,8 +25,10 @@ from jaxem import constraints
 
 # -- (a) a density is all a family needs ------------------------------------------------------
 class Weibull(em.Family):
-    """Weibull(shape k, scale λ) on x > 0; params is a dict (see the README, "Any model")."""
+    """Weibull(shape k, scale λ) on x > 0; params is a dict (README: "Your own family")."""
 
+    # Every restricted field needs its constraint: a field left out is real, and the
+    # gradient M-step would search it over the whole real line, negative values included.
     constraints = {"shape": constraints.positive, "scale": constraints.positive}
 
     def log_prob(self, params, x):  # one component: scalar leaves; x (N,) -> (N,)
