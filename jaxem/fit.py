@@ -352,11 +352,15 @@ def _stack_starts(model: Model, init, x, restarts: int):
             f"along a leading axis of every leaf (found leading sizes {sorted(map(str, sizes))}). "
             "Pass one start with restarts=1, or key= and restarts= to draw random starts."
         )
+    # Host-side validation, before anything is traced: the first start in full (shapes
+    # against log_joint, which traces it), the others' values only (their shapes are
+    # the first's), then one stacked array per leaf.
+    host = jax.tree.map(np.asarray, init)
     checked = [
-        model._check_params(jax.tree.map(lambda a, i=i: np.asarray(a)[i], init), x)
-        for i in range(restarts)  # host-side validation, before anything is traced
+        model._check_params(jax.tree.map(lambda a, i=i: a[i], host), x, trace=i == 0)
+        for i in range(restarts)
     ]
-    return jax.tree.map(lambda *a: jnp.stack(a), *checked)
+    return jax.tree.map(lambda *a: jnp.asarray(np.stack([np.asarray(v) for v in a])), *checked)
 
 
 def _decrease_message(model: Model, params, dtype, n_iter: int) -> str:

@@ -589,7 +589,7 @@ class HMM(Model):
             raise ValueError(f"HMM: observations must be (B, T) or (B, T, D), got {x.shape}.")
         self.emission.validate_data(x[np.asarray(data.mask)])
 
-    def _check_params(self, params, data):
+    def _check_params(self, params, data, *, trace: bool = True):
         if isinstance(params, dict) and set(params) == set(HMMParams._fields):
             params = HMMParams(**params)
         if not isinstance(params, tuple) or len(params) != 3:
@@ -611,7 +611,7 @@ class HMM(Model):
                 )
         x_flat = np.asarray(data.x).reshape((-1,) + np.shape(data.x)[2:])
         comps = self._mixture._check_params(
-            MixtureParams(np.full(k, 1.0 / k), params.emissions), x_flat
+            MixtureParams(np.full(k, 1.0 / k), params.emissions), x_flat, trace=trace
         ).components
         dtype = _validation.float_dtype()
         return HMMParams(jnp.asarray(initial, dtype), jnp.asarray(transition, dtype), comps)

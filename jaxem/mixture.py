@@ -787,7 +787,7 @@ class Mixture(Model):
             zeros += self.gating.n_fixed(params.weights, None if masks is None else masks.weights)
         return zeros
 
-    def _check_params(self, params, x):
+    def _check_params(self, params, x, *, trace: bool = True):
         if isinstance(params, dict) and set(params) == {"weights", "components"}:
             params = MixtureParams(**params)
         if not isinstance(params, tuple) or len(params) != 2:
@@ -825,7 +825,7 @@ class Mixture(Model):
                         f"init components{jax.tree_util.keystr(path)} must have a leading axis "
                         f"of n_components={k}, got shape {shape}."
                     )
-            expected = self._start_shapes(x)
+            expected = self._start_shapes(x) if trace else None
             given = jax.tree_util.tree_flatten_with_path(comps)[0]
             want = jax.tree.leaves(expected)
             if expected is not None and len(given) == len(want):
@@ -836,7 +836,7 @@ class Mixture(Model):
                             f"{np.shape(leaf)}, but {self.family!r} with "
                             f"n_components={k} on data of shape {x.shape} uses {spec.shape}."
                         )
-        return super()._check_params(MixtureParams(w, comps), x)
+        return super()._check_params(MixtureParams(w, comps), x, trace=trace)
 
     def _check_gating_params(self, weights, x):
         """User-given gating parameters: shapes, and the reference component's row at 0."""

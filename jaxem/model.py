@@ -311,8 +311,12 @@ class Model:
     def _can_draw(self) -> bool:
         return self.init is not None
 
-    def _check_params(self, params, x):
-        """Validate user-given parameters; return them cast to the float dtype."""
+    def _check_params(self, params, x, *, trace: bool = True):
+        """Validate user-given parameters; return them cast to the float dtype.
+
+        ``trace=False`` checks the values only, not the shapes against ``log_joint``
+        (for the 2nd, 3rd, … of stacked starts, whose shapes are the first's).
+        """
         dtype = _validation.float_dtype()
 
         def cast(leaf):
@@ -332,6 +336,8 @@ class Model:
                     f"init parameter {jax.tree_util.keystr(path)} is outside its support "
                     f"({con!r}): {np.asarray(leaf)}."
                 )
+        if not trace:
+            return params
         shapes = jax.tree.map(np.shape, x)
         n = _validation.n_units(x)
         try:

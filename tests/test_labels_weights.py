@@ -129,6 +129,15 @@ def test_stacked_starts_run_as_restarts():
     np.testing.assert_allclose(batch.restart_objectives, [s.objective for s in singles], rtol=1e-6)
     with pytest.raises(ValueError, match="init must then hold 4 starts"):
         em.fit(model, x, init=starts, restarts=4)
+    # Only the first start is traced against log_joint; every start's values are checked.
+    bad = jax.tree.map(np.array, starts)
+    bad.components.var[2, 1] = -1.0
+    with pytest.raises(ValueError, match="outside its support"):
+        em.fit(model, x, init=bad, restarts=3)
+    bad = jax.tree.map(np.array, starts)
+    bad.weights[1] = [0.9, 0.3]
+    with pytest.raises(ValueError, match="init weights must be non-negative and sum to 1"):
+        em.fit(model, x, init=bad, restarts=3)
 
 
 def test_progress_reports_from_the_compiled_loop(capfd):
