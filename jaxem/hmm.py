@@ -476,12 +476,6 @@ class HMM(Model):
         transition = 0.5 * (jnp.eye(k, dtype=dtype) + rows)
         return HMMParams(initial, transition, emissions)
 
-    def _gradient_m_step(self, ndim: int, missing) -> bool:
-        # the emission family's update; the rank only matters with missing entries
-        return any(
-            u.gradient for d in (1, 2) for u in self._mixture.updates(d, missing == "marginalize")
-        )
-
     def _can_draw(self) -> bool:
         return True
 

@@ -644,12 +644,6 @@ class Mixture(Model):
             self._compiled[key] = shapes
         return self._compiled[key]
 
-    def _gradient_m_step(self, ndim: int, missing) -> bool:
-        prior = self.weights_prior
-        if prior is not None and not isinstance(prior, _priors.Dirichlet):
-            return True
-        return any(u.gradient for u in self.updates(ndim, missing == "marginalize"))
-
     def _can_draw(self) -> bool:
         return True
 

@@ -308,14 +308,6 @@ class Model:
         params = jax.eval_shape(self._draw, jax.random.key(0), x)
         return int(jax.eval_shape(self.log_joint, params, x).shape[-1])
 
-    def _gradient_m_step(self, ndim: int, missing) -> bool:
-        """Whether some M-step is the gradient one (an inner optimiser loop).
-
-        ``ndim``: the data's rank (2 for a pytree); ``missing``: ``"marginalize"``
-        or ``None``. A model with its own ``maximize`` says no unless it overrides this.
-        """
-        return type(self).maximize is Model.maximize and self.m_step is None
-
     def _can_draw(self) -> bool:
         return self.init is not None
 

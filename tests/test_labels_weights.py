@@ -173,7 +173,7 @@ def test_parameters_that_do_not_fit_the_data_are_rejected_before_tracing():
 
 
 def test_gradient_restarts_run_in_turn_on_a_cpu():
-    """On a CPU, restarts whose M-step is the gradient one run one after the other
+    """On a CPU, restarts (here with a gradient M-step) run one after the other
     (lax.map), each to its own convergence, reaching what separate fits reach."""
     import importlib
 
@@ -183,12 +183,10 @@ def test_gradient_restarts_run_in_turn_on_a_cpu():
     model = em.Mixture(em.Gamma(), 2)  # gradient-only family
     keys = jax.random.split(jax.random.key(0), 3)
     starts = jax.vmap(model.init, in_axes=(0, None))(keys, jax.numpy.asarray(x, "float32"))
-    xj = jax.numpy.asarray(x, "float32")
-    assert fit_module._in_turn(model, xj, None, "cpu", 0, 3)
-    assert not fit_module._in_turn(model, xj, None, "cpu", 0, 1)  # one restart
-    assert not fit_module._in_turn(model, xj, None, "cpu", 5, 3)  # progress: stepped together
-    assert not fit_module._in_turn(model, xj, None, "gpu", 0, 3)
-    assert not fit_module._in_turn(em.Mixture(em.Normal(), 2), xj, None, "cpu", 0, 3)
+    assert fit_module._in_turn("cpu", 0, 3)
+    assert not fit_module._in_turn("cpu", 0, 1)  # one restart
+    assert not fit_module._in_turn("cpu", 5, 3)  # progress: stepped together
+    assert not fit_module._in_turn("gpu", 0, 3)
     batch = em.fit(model, x, init=starts, restarts=3, max_iter=30)
     singles = [
         em.fit(model, x, init=jax.tree.map(lambda a, i=i: a[i], starts), max_iter=30)
