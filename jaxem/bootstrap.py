@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem import _validation
+from jaxem import _programs, _validation
 from jaxem import chunks as _chunks
 from jaxem import fixed as _fixed
-from jaxem.fit import _em_parts, _fingerprint, _history_length
+from jaxem.fit import _em_parts, _history_length
 from jaxem.mixture import Mixture, MixtureParams
 from jaxem.model import NO_EXTRA, Model
 
@@ -199,10 +199,9 @@ def bootstrap(
     )
     hist_len = _history_length(max_iter)
     cache = ("bootstrap", hist_len, chunking, _fixed.cache_key(masks), parametric)
-    cache = cache + (_fingerprint(model),)
-    program = model._compiled.get(cache)
-    if program is None:
-        program = model._compiled[cache] = _program(model, hist_len, chunking, masks, parametric)
+    program = _programs.get(
+        model, cache, lambda: _program(model, hist_len, chunking, masks, parametric)
+    )
     dtype = _validation.float_dtype()
     samples, objectives, converged, n_iter = program(
         replicate_x, weights, params, max_iter, jnp.asarray(tol, dtype)

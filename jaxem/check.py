@@ -174,14 +174,10 @@ def check_m_step(
 
 
 def _cached(model, name, fn):
-    """``jit(fn)`` bound to ``model``, compiled once per model instance (and shapes)."""
-    from jaxem.fit import _fingerprint
+    """``jit(fn)`` bound to ``model``, compiled once per model value (and shapes)."""
+    from jaxem import _programs
 
-    key = (name, _fingerprint(model))
-    compiled = model._compiled.get(key)
-    if compiled is None:
-        compiled = model._compiled[key] = jax.jit(lambda *args: fn(model, *args))
-    return compiled
+    return _programs.get(model, (name,), lambda: jax.jit(lambda *args: fn(model, *args)))
 
 
 def _q_objective(log_density, log_prior, wr, total):

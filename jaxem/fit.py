@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem import _validation
+from jaxem import _programs, _validation
 from jaxem import chunks as _chunks
 from jaxem import constraints as _constraints
 from jaxem import fixed as _fixed
@@ -303,12 +303,6 @@ def _in_turn(backend, progress: int, restarts: int) -> bool:
     return restarts > 1 and not progress and backend in (None, "cpu")
 
 
-def _fingerprint(model: Model):
-    """What the traced program closed over: a changed prior or m_step must recompile."""
-    attrs = tuple((k, id(v)) for k, v in sorted(vars(model).items()) if k != "_compiled")
-    return attrs + (repr(model),)
-
-
 def _compiled(
     model: Model,
     hist_len: int,
@@ -319,8 +313,8 @@ def _compiled(
     masks=None,
     in_turn: bool = False,
 ):
-    """The jitted EM program for this model (cached on the model instance)."""
-    cache_key = (
+    """The jitted EM program for this model (shared by equal models, see ``_programs``)."""
+    settings = (
         in_turn,
         hist_len,
         from_keys,
@@ -328,11 +322,9 @@ def _compiled(
         progress,
         chunking,
         _fixed.cache_key(masks),
-        _fingerprint(model),
     )
-    fn = model._compiled.get(cache_key)
-    if fn is None:
 
+    def build():
         def run(x, sample_weight, extra, starts, max_iter, tol, x_draw):
             if sample_weight is None:  # unit weights: a broadcast XLA fuses, not an (N,) input
                 sample_weight = jnp.ones(_validation.n_units(x), tol.dtype)
@@ -369,9 +361,9 @@ def _compiled(
                 )
             return final._replace(point=final.point._replace(m_input=None, row_ll=None)), starts
 
-        fn = jax.jit(run)
-        model._compiled[cache_key] = fn
-    return fn
+        return jax.jit(run)
+
+    return _programs.get(model, settings, build)
 
 
 def _n_states(model: Model, x, starts, from_keys: bool) -> int:

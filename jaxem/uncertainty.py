@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxem import _validation
+from jaxem import _programs, _validation
 from jaxem import chunks as _chunks
 from jaxem import constraints as _constraints
 from jaxem import fixed as _fixed
@@ -186,13 +186,8 @@ def _information(model, params, x, sample_weight, fixed, lengths, missing, chunk
     natural_free = _natural_free(params, _merge(masks, held))
 
     shapes = tuple((np.shape(a), str(jnp.asarray(a).dtype)) for a in jax.tree.leaves(params))
-    from jaxem.fit import _fingerprint  # the model's settings (priors may change)
-
-    key = ("information", _fingerprint(model), jax.tree.structure(params), shapes, chunking)
-    key = key + (observed is None,)
-    program = model._compiled.get(key)
-    if program is None:
-        program = model._compiled[key] = _program(model, leaves, unravel, chunking)
+    key = ("information", jax.tree.structure(params), shapes, chunking, observed is None)
+    program = _programs.get(model, key, lambda: _program(model, leaves, unravel, chunking))
     hessian, jac = program(flat_u, data, w, observed)
     info = -np.asarray(hessian, np.float64)[np.ix_(free, free)]
     jac = np.asarray(jac, np.float64)

@@ -26,7 +26,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import jaxem as em
-from jaxem import estimators
+from jaxem import _programs, estimators
 
 KINDS = ("full", "diag", "spherical", "tied")
 W0 = np.full(3, 1 / 3)
@@ -419,9 +419,8 @@ def test_bad_constructor_arguments_raise_in_fit_before_compiling(kwargs, message
     with pytest.raises(ValueError, match=message):
         gm.fit(X_SEP)
     assert not hasattr(gm, "converged_")
-    for entry in estimators._CACHE.values():  # nothing traced for these settings
-        if getattr(entry.model.family, "reg_covar", None) == 0.123:
-            assert not [k for k in entry.model._compiled if k[0] != "start shapes"]
+    for model, _ in _programs._PROGRAMS.values():  # no EM program built for these settings
+        assert getattr(getattr(model, "family", None), "reg_covar", None) != 0.123
 
 
 BAD_DATA = [

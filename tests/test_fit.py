@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.special import logsumexp, softmax
 
 import jaxem as em
-from jaxem import priors
+from jaxem import _programs, priors
 
 X = np.random.default_rng(3).normal(size=300) * np.repeat([1.0, 0.5], 150) + np.repeat([0, 4], 150)
 
@@ -261,6 +261,44 @@ def test_a_decreasing_m_step_is_caught_not_called_converged():
         res = em.fit(model, demos.COIN_HEADS, init={"p": [0.6, 0.5]})
     assert not res.converged and res.n_iter == 0
     np.testing.assert_allclose(np.asarray(res.params["p"]), [0.6, 0.5])
+
+
+def test_an_equal_new_model_reuses_the_compiled_program():
+    """Programs are keyed by the model's value: an equal new em.Mixture finds
+    the program an earlier one built; a different setting builds its own."""
+    first = em.fit(em.Mixture(em.Normal(), 2), X, key=jax.random.key(3), max_iter=7)
+    before = dict(_programs._PROGRAMS)
+    again = em.fit(em.Mixture(em.Normal(), 2), X, key=jax.random.key(3), max_iter=7)
+    assert dict(_programs._PROGRAMS).keys() == before.keys()
+    assert again.objective == first.objective
+    em.fit(em.Mixture(em.Normal(min_var=1e-3), 2), X, key=jax.random.key(3), max_iter=7)
+    assert len(_programs._PROGRAMS.keys() - before.keys()) == 1
+
+
+def test_value_keys_tell_custom_functions_and_settings_apart():
+    def log_prob_a(params, x):
+        return -0.5 * (x[:, None] - params["loc"]) ** 2
+
+    def log_prob_b(params, x):
+        return -0.5 * (x[:, None] - params["loc"]) ** 2
+
+    key = _programs.value_key
+    assert key(em.MultivariateNormal("full")) == key(em.MultivariateNormal("full"))
+    assert key(em.MultivariateNormal("full")) != key(em.MultivariateNormal("diag"))
+    assert key(em.Mixture(em.Normal(), 2)) != key(em.Mixture(em.Normal(), 3))
+    assert key(priors.Dirichlet(2.0)) != key(priors.Dirichlet(3.0))
+    assert key(np.arange(3.0)) != key(np.arange(3.0) + 1)
+    assert key(jnp.ones(2)) == key(np.ones(2, "f4"))
+    assert key(log_prob_a) == key(log_prob_a) and key(log_prob_a) != key(log_prob_b)
+
+
+def test_the_program_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(_programs, "MAX_PROGRAMS", 2)
+    for k in (2, 3, 4):
+        em.fit(em.Mixture(em.Normal(), k), X, key=jax.random.key(0), max_iter=2)
+    assert len(_programs._PROGRAMS) == 2
+    newest = _programs.value_key(em.Mixture(em.Normal(), 4))
+    assert any(key[0] == newest for key in _programs._PROGRAMS)
 
 
 def test_changing_a_prior_after_a_fit_recompiles():
