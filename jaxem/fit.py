@@ -16,6 +16,7 @@ finite (the last finite parameters are kept and a warning is raised).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import warnings
 from typing import Any, NamedTuple
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem import _programs, _validation
+from jaxem import _buckets, _programs, _validation
 from jaxem import chunks as _chunks
 from jaxem import constraints as _constraints
 from jaxem import fixed as _fixed
@@ -366,6 +367,29 @@ def _compiled(
     return _programs.get(model, settings, build)
 
 
+def _bucketed(model: Model, x, n: int, n_devices: int, from_keys: bool) -> bool:
+    """Whether the units are padded to a bucket size (:mod:`jaxem._buckets`).
+
+    On one device, up to ``_buckets.MAX_UNITS`` units, for models whose code
+    that reads the units is jaxem's own (see ``Model._pads_units``).
+    """
+    if n_devices != 1 or n > _buckets.MAX_UNITS:
+        return False
+    if not all(a.is_fully_addressable for a in jax.tree.leaves(x)):
+        return False
+    return model._pads_units(from_keys)
+
+
+def _pad_to_bucket(x, sample_weight, extra: Extra, pad):
+    """Units repeated up to the bucket size, each repeated unit's weight split among its copies."""
+    idx, share = pad
+    take = functools.partial(_validation.take_units, index=idx)
+    weight = take(sample_weight) * jnp.asarray(share, sample_weight.dtype)
+    observed = None if extra.observed is None else take(extra.observed)
+    labels = None if extra.labels is None else take(extra.labels)
+    return take(x), weight, Extra(observed, labels)
+
+
 def _n_states(model: Model, x, starts, from_keys: bool) -> int:
     """K, the number of latent states, from the model or its starts' shapes."""
     if hasattr(model, "n_components"):
@@ -527,6 +551,14 @@ def fit(
     The result is deterministic: the same data, key and arguments give the
     same result on the same device and JAX version.
 
+    Compilation: one program per model value, options and bucket of row
+    counts. On one device, up to 2^20 units are padded to a bucket size (a
+    power of two, then a multiple of 4096) by repeating units, each repeated
+    unit's weight split between its copies, so the objective and every
+    M-step are unchanged and nearby N share a program; random starts are then
+    drawn from the padded rows. Models with a user's ``m_step``, registered
+    closed form, or (for random starts) ``init`` are not padded.
+
     Returns:
         A :class:`FitResult` for the restart with the highest objective.
 
@@ -580,6 +612,11 @@ def fit(
     extra = Extra(observed, labels)
 
     n_devices = len(lead.sharding.device_set) if isinstance(lead, jax.Array) else 1
+    x_rows, w_rows = x, sample_weight  # the user's units, for drawing starts
+    bucketed = _bucketed(model, x, n, n_devices, from_keys)
+    if bucketed and (pad := _buckets.index(n)) is not None:
+        x, sample_weight, extra = _pad_to_bucket(x, sample_weight, extra, pad)
+        n = _validation.n_units(x)
     features = _validation.unit_size(x)
     backend = next(iter(lead.sharding.device_set)).platform if isinstance(lead, jax.Array) else None
     chunking = _chunks.plan(n, n_states, features, chunk_size, n_devices, backend, restarts)
@@ -590,12 +627,12 @@ def fit(
     )
     # Random starts come from rows that count: a zero-weight row must not seed a component.
     if user_weights is None:
-        x_draw = x
-    elif sample_weight.is_fully_addressable:
-        positive = np.asarray(sample_weight) > 0
-        x_draw = x if positive.all() else _validation.take_units(x, positive)
+        x_draw = x_rows
+    elif w_rows.is_fully_addressable:
+        positive = np.asarray(w_rows) > 0
+        x_draw = x_rows if positive.all() else _validation.take_units(x_rows, positive)
     else:  # rows on several processes: draw from all of them
-        x_draw = x
+        x_draw = x_rows
     n_draw = _validation.n_units(x_draw)
     addressable = all(a.is_fully_addressable for a in jax.tree.leaves(x_draw))
     if from_keys and n_draw > DRAW_ROWS and addressable:
@@ -613,7 +650,10 @@ def fit(
     if not from_keys:
         # unused: a fixed shape, so weights and row counts do not recompile
         x_draw = _validation.take_units(x, slice(0, 1))
-    weights_arg = None if user_weights is None else sample_weight
+    elif bucketed and (pad := _buckets.index(n_draw)) is not None:
+        x_draw = _validation.take_units(x_draw, pad[0])  # starts from repeated rows
+    # bucketed: always weights, so a full bucket and a padded one share a program
+    weights_arg = None if user_weights is None and not bucketed else sample_weight
     dtype = _validation.float_dtype()
     final, _ = program(x, weights_arg, extra, starts, max_iter, jnp.asarray(tol, dtype), x_draw)
 

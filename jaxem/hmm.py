@@ -476,6 +476,9 @@ class HMM(Model):
         transition = 0.5 * (jnp.eye(k, dtype=dtype) + rows)
         return HMMParams(initial, transition, emissions)
 
+    def _pads_units(self, from_keys: bool) -> bool:
+        return False  # units are packed sequences: not padded (each length compiles)
+
     def _can_draw(self) -> bool:
         return True
 

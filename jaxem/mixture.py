@@ -32,9 +32,9 @@ from jaxem import fixed as _fixed
 from jaxem import priors as _priors
 from jaxem.chunks import rows_sum
 from jaxem.estep import e_step, pin_labels
-from jaxem.families.base import Family, component_constraints
+from jaxem.families.base import Family, closed_form_for, component_constraints
 from jaxem.gating import GatingParams, SoftmaxGating
-from jaxem.model import NO_EXTRA, Expectation, Extra, Model
+from jaxem.model import NO_EXTRA, Expectation, Extra, Model, is_jaxem_code
 from jaxem.mstep import GradientOptions, expected_log_joint
 
 __all__ = ["Mixture", "MixtureParams", "MixtureStats", "Block"]
@@ -643,6 +643,19 @@ class Mixture(Model):
                 shapes = None
             self._compiled[key] = shapes
         return self._compiled[key]
+
+    def _pads_units(self, from_keys: bool) -> bool:
+        if not is_jaxem_code(type(self)) or self.m_step is not None:
+            return False
+        if self.gating is not None and not is_jaxem_code(type(self.gating)):
+            return False
+        for family, _ in self._blocks:
+            update = closed_form_for(family)
+            if update is not None and not is_jaxem_code(update.update):
+                return False  # a user's closed form might ignore sample_weight
+            if from_keys and not is_jaxem_code(type(family).init):
+                return False
+        return True
 
     def _can_draw(self) -> bool:
         return True

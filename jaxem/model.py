@@ -41,6 +41,11 @@ from jaxem.mstep import GradientOptions, expected_log_joint
 __all__ = ["Model", "Expectation", "Extra"]
 
 
+def is_jaxem_code(obj) -> bool:
+    """Whether a class or function was defined in jaxem (not by a user)."""
+    return (getattr(obj, "__module__", None) or "").startswith("jaxem.")
+
+
 class Extra(NamedTuple):
     """Per-row side information the engine hands to a model with the data.
 
@@ -307,6 +312,18 @@ class Model:
         """K, the number of latent states (from the model's own start)."""
         params = jax.eval_shape(self._draw, jax.random.key(0), x)
         return int(jax.eval_shape(self.log_joint, params, x).shape[-1])
+
+    def _pads_units(self, from_keys: bool) -> bool:
+        """Whether ``fit`` may pad the units to a bucket size (:mod:`jaxem._buckets`).
+
+        Repeated units with their weight split among the copies change no
+        weighted sum, but a user's ``m_step`` might ignore ``sample_weight`` and
+        a user's ``init`` might mind repeated rows: only jaxem's own code (and
+        ``log_joint``, one row at a time) may see padded units.
+        """
+        if not is_jaxem_code(type(self)) or self.m_step is not None:
+            return False
+        return not from_keys or is_jaxem_code(self.init)
 
     def _can_draw(self) -> bool:
         return self.init is not None

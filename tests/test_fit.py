@@ -301,6 +301,69 @@ def test_the_program_cache_is_bounded(monkeypatch):
     assert any(key[0] == newest for key in _programs._PROGRAMS)
 
 
+def _numpy_normal_em(x, w, mean, var, weights, n_iter):
+    """Weighted EM for a 1-D normal mixture in float64 NumPy (the reference)."""
+    for _ in range(n_iter):
+        log_joint = np.log(weights) + stats.norm.logpdf(x[:, None], mean, np.sqrt(var))
+        resp = softmax(log_joint, axis=1) * w[:, None]
+        nk = resp.sum(0)
+        weights, mean = nk / w.sum(), resp.T @ x / nk
+        var = (resp * (x[:, None] - mean) ** 2).sum(0) / nk
+    return mean, var, weights
+
+
+def test_padded_units_leave_the_fit_unchanged():
+    """301 rows run padded to 512 (211 rows twice, at half weight): the fit is
+    the float64 reference EM's on the 301 rows, with and without weights."""
+    rng = np.random.default_rng(8)
+    x = np.concatenate([rng.normal(0, 1, 150), rng.normal(3, 0.7, 151)])
+    w = rng.uniform(0.2, 2.0, x.size)
+    start = em.MixtureParams(
+        jnp.array([0.5, 0.5]), em.NormalParams(jnp.array([-0.5, 2.0]), jnp.array([1.0, 1.0]))
+    )
+    model = em.Mixture(em.Normal(), 2)
+    for weights in (None, w):
+        res = em.fit(model, x, init=start, sample_weight=weights, max_iter=25, tol=0.0)
+        ref = _numpy_normal_em(
+            x, np.ones_like(x) if weights is None else w, np.array([-0.5, 2.0]),
+            np.ones(2), np.full(2, 0.5), 25,
+        )  # fmt: skip
+        got = res.params.components
+        np.testing.assert_allclose(got.mean, ref[0], rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(got.var, ref[1], rtol=2e-5)
+        np.testing.assert_allclose(res.params.weights, ref[2], rtol=2e-5)
+
+
+def test_nearby_row_counts_share_one_compiled_program():
+    model = em.Mixture(em.Normal(min_var=2e-6), 2)  # a setting of its own: a fresh program
+    em.fit(model, X[:201], key=jax.random.key(0), max_iter=3)
+    (entry,) = [e for key, e in _programs._PROGRAMS.items() if e[0] is model]
+    compiled = entry[1]._cache_size()
+    for n in (202, 230, 256):  # the same bucket: 256 rows
+        em.fit(model, X[:n], key=jax.random.key(0), max_iter=3)
+    assert entry[1]._cache_size() == compiled
+    em.fit(model, X[:257], key=jax.random.key(0), max_iter=3)  # the next bucket
+    assert entry[1]._cache_size() == compiled + 1
+
+
+def test_only_jaxem_code_sees_padded_units():
+    def update(params, x, resp, sample_weight):
+        return params
+
+    def log_joint(params, x):
+        return -0.5 * (x[:, None] - params["loc"]) ** 2
+
+    def init(key, x):
+        return {"loc": jnp.array([0.0, 1.0])}
+
+    assert em.Mixture(em.Normal(), 2)._pads_units(from_keys=True)
+    assert em.Mixture(em.MultivariateNormal("full"), 2)._pads_units(from_keys=True)
+    assert not em.HMM(em.Normal(), 2)._pads_units(from_keys=False)
+    assert em.Model(log_joint, init=init)._pads_units(from_keys=False)
+    assert not em.Model(log_joint, init=init)._pads_units(from_keys=True)  # a user's init
+    assert not em.Model(log_joint, init=init, m_step=update)._pads_units(from_keys=False)
+
+
 def test_changing_a_prior_after_a_fit_recompiles():
     model = em.Mixture(em.Normal(), 2)
     em.fit(model, X, key=jax.random.key(1))

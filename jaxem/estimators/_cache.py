@@ -12,28 +12,19 @@ import collections
 import jax
 import numpy as np
 
+from jaxem import _buckets
 from jaxem.mixture import Mixture
 
 
-def _padded_size(n: int) -> int:
-    if n <= 1 << 15:
-        return max(64, 1 << (n - 1).bit_length())
-    return -(-n // 4096) * 4096
-
-
 def _pad_rows(x: np.ndarray, w: np.ndarray):
-    """Repeat rows up to the bucket size, splitting each row's weight among its copies.
-
-    Why: XLA compiles a program per data shape; a few bucket sizes let fits on
-    different numbers of rows share one. The weighted objective is unchanged.
+    """Repeat rows up to the bucket size (at least 64), splitting each row's weight among
+    its copies (:mod:`jaxem._buckets`): fits on different numbers of rows share a program.
     """
-    n = x.shape[0]
-    size = _padded_size(n)
-    if size == n:
+    pad = _buckets.index(x.shape[0], floor=64)
+    if pad is None:
         return x, w
-    idx = np.arange(size) % n
-    copies = np.bincount(idx, minlength=n)
-    return x[idx], (w / copies)[idx]
+    idx, share = pad
+    return x[idx], w[idx] * share
 
 
 class _Entry:
