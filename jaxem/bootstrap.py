@@ -1,7 +1,8 @@
 """``em.bootstrap``: refit the model to resampled data, all replicates in one program.
 
-Every replicate runs EM from the fitted parameters, under ``vmap`` like
-restarts, inside one ``lax.while_loop``:
+Every replicate runs EM from the fitted parameters, like ``em.fit``'s
+restarts: one after the other on a CPU, together under ``vmap`` on an
+accelerator, all in one compiled program:
 
 * ``kind="nonparametric"``: the units are resampled with replacement, as
   multinomial counts used as weights (the data are never copied);
@@ -26,7 +27,7 @@ import numpy as np
 from jaxem import _programs, _validation
 from jaxem import chunks as _chunks
 from jaxem import fixed as _fixed
-from jaxem.fit import _em_parts, _history_length
+from jaxem.fit import _em_parts, _history_length, _in_turn
 from jaxem.mixture import Mixture, MixtureParams
 from jaxem.model import NO_EXTRA, Model
 
@@ -63,8 +64,12 @@ class BootstrapResult(NamedTuple):
         return lower, upper
 
 
-def _program(model, hist_len: int, chunking, masks, parametric: bool):
-    """The jitted replicates: EM from ``start`` for each row of weights (and data)."""
+def _program(model, hist_len: int, chunking, masks, parametric: bool, in_turn: bool):
+    """The jitted replicates: EM from ``start`` for each row of weights (and data).
+
+    ``in_turn``: one replicate after the other (``lax.map``), as ``em.fit``
+    runs restarts on a CPU; otherwise all together under ``vmap``.
+    """
 
     def one(x, w, start, max_iter, tol):
         if chunking is not None:
@@ -77,7 +82,15 @@ def _program(model, hist_len: int, chunking, masks, parametric: bool):
         return state.point.params, state.point.objective, state.converged, state.n_iter
 
     x_axis = 0 if parametric else None
-    return jax.jit(jax.vmap(one, in_axes=(x_axis, 0, None, None, None)))
+    if not in_turn:
+        return jax.jit(jax.vmap(one, in_axes=(x_axis, 0, None, None, None)))
+
+    def turn(x, w, start, max_iter, tol):
+        if parametric:
+            return jax.lax.map(lambda xw: one(*xw, start, max_iter, tol), (x, w))
+        return jax.lax.map(lambda wb: one(x, wb, start, max_iter, tol), w)
+
+    return jax.jit(turn)
 
 
 def _weights(key, w: jax.Array, n_boot: int) -> jax.Array:
@@ -198,9 +211,12 @@ def bootstrap(
         fixed, params, model.constraints, model._event_masks_ok, model._shared_leaf
     )
     hist_len = _history_length(max_iter)
-    cache = ("bootstrap", hist_len, chunking, _fixed.cache_key(masks), parametric)
+    lead = _validation.first_leaf(data)
+    backend = next(iter(lead.sharding.device_set)).platform if isinstance(lead, jax.Array) else None
+    in_turn = _in_turn(backend, 0, n_boot)
+    cache = ("bootstrap", hist_len, chunking, _fixed.cache_key(masks), parametric, in_turn)
     program = _programs.get(
-        model, cache, lambda: _program(model, hist_len, chunking, masks, parametric)
+        model, cache, lambda: _program(model, hist_len, chunking, masks, parametric, in_turn)
     )
     dtype = _validation.float_dtype()
     samples, objectives, converged, n_iter = program(

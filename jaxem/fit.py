@@ -299,9 +299,13 @@ def _in_turn(backend, progress: int, restarts: int) -> bool:
     (1e5, 2) data, to ``tol``, 5.6 s together and 3.5 s in turn; at a fixed
     number of iterations the two are level. Accelerators, where the batch
     fills the device, and ``progress`` (one line per iteration for all
-    restarts) keep the batch.
+    restarts) keep the batch; a single restart always runs unbatched.
     """
-    return restarts > 1 and not progress and backend in (None, "cpu")
+    if progress:
+        return False
+    # One restart: in turn is no batch at all (a vmap of one would turn every
+    # lax.cond of the model into a select that runs both branches).
+    return restarts == 1 or backend in (None, "cpu")
 
 
 def _compiled(

@@ -232,7 +232,9 @@ def test_log_prob_components_matches_naive_and_scipy(kind):
     np.testing.assert_allclose(np.asarray(got32), ref, rtol=2e-5, atol=2e-4)
 
 
-@pytest.mark.parametrize("kind", ["full", pytest.param("tied", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kind", ["full", "diag", "spherical", pytest.param("tied", marks=pytest.mark.slow)]
+)
 def test_float32_log_prob_far_from_the_origin(kind):
     """Data at 1e4 with unit spread: centring keeps float32 log densities accurate."""
     rng = np.random.default_rng(2)
@@ -244,6 +246,41 @@ def test_float32_log_prob_far_from_the_origin(kind):
         jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params), jnp.asarray(x)
     )
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["diag", "spherical"])
+def test_float32_expanded_forms_fall_back_where_they_would_cancel(kind, monkeypatch):
+    """Tight components far apart: the one-GEMM forms (x² - 2xm + m²) would lose
+    float32 digits, so densities and statistics come from the exact centred
+    passes; with the guard turned off the same numbers are visibly worse."""
+    from jaxem.families import mvn
+
+    rng = np.random.default_rng(4)
+    k, d, n = 3, 4, 300
+    mean = rng.normal(0, 50, (k, d))
+    var = np.full((k, d), 1e-2) if kind == "diag" else np.full(k, 1e-2)
+    labels = rng.integers(0, k, n)
+    x = (mean[labels] + 0.1 * rng.normal(size=(n, d))).astype(np.float32)
+    params = MultivariateNormalParams(mean.astype(np.float32), var.astype(np.float32))
+    resp = np.eye(k, dtype=np.float32)[labels]  # each row with its own component
+    fam = MultivariateNormal(kind)
+    ref_lp = ref_log_prob_components(kind, as_np(params), x.astype(np.float64))
+    diff = x.astype(np.float64)[None] - mean[:, None]
+    ref_s2 = np.einsum("nk,knd->kd", resp, diff * diff)
+
+    def evaluate():
+        p32 = jax.tree.map(jnp.asarray, params)
+        return fam.log_prob_components(p32, jnp.asarray(x)), _stats(fam, p32, x, resp, None).s2
+
+    lp, s2 = evaluate()
+    np.testing.assert_allclose(np.asarray(lp), ref_lp, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(s2), ref_s2, rtol=1e-4)
+    monkeypatch.setattr(mvn, "EXPANSION_TOL", np.inf)
+    lp_bad, s2_bad = evaluate()
+    near = ref_lp > -50  # the entries that carry responsibility
+    error, error_bad = (np.max(np.abs(np.asarray(a) - ref_lp)[near]) for a in (lp, lp_bad))
+    assert error_bad > 10 * error
+    assert np.max(np.abs(np.asarray(s2_bad) / ref_s2 - 1)) > 1e-3
 
 
 # ------------------------------------------------------------------ sufficient statistics

@@ -293,12 +293,17 @@ def test_value_keys_tell_custom_functions_and_settings_apart():
 
 
 def test_the_program_cache_is_bounded(monkeypatch):
+    """Least recently used programs go first; a hit moves a program to the back."""
+    monkeypatch.setattr(_programs, "_PROGRAMS", type(_programs._PROGRAMS)())
     monkeypatch.setattr(_programs, "MAX_PROGRAMS", 2)
-    for k in (2, 3, 4):
-        em.fit(em.Mixture(em.Normal(), k), X, key=jax.random.key(0), max_iter=2)
+    built = []
+
+    def get(k):
+        return _programs.get(em.Mixture(em.Normal(), k), (), lambda: built.append(k) or k)
+
+    assert [get(2), get(3), get(2), get(4), get(2), get(3)] == [2, 3, 2, 4, 2, 3]
+    assert built == [2, 3, 4, 3]  # 3 was evicted by 4 (2 had just been used)
     assert len(_programs._PROGRAMS) == 2
-    newest = _programs.value_key(em.Mixture(em.Normal(), 4))
-    assert any(key[0] == newest for key in _programs._PROGRAMS)
 
 
 def _numpy_normal_em(x, w, mean, var, weights, n_iter):

@@ -184,7 +184,7 @@ def test_gradient_restarts_run_in_turn_on_a_cpu():
     keys = jax.random.split(jax.random.key(0), 3)
     starts = jax.vmap(model.init, in_axes=(0, None))(keys, jax.numpy.asarray(x, "float32"))
     assert fit_module._in_turn("cpu", 0, 3)
-    assert not fit_module._in_turn("cpu", 0, 1)  # one restart
+    assert fit_module._in_turn("gpu", 0, 1)  # one restart: never a batch of one
     assert not fit_module._in_turn("cpu", 5, 3)  # progress: stepped together
     assert not fit_module._in_turn("gpu", 0, 3)
     batch = em.fit(model, x, init=starts, restarts=3, max_iter=30)

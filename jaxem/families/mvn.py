@@ -51,6 +51,14 @@ with ``A_k = L_k⁻¹``. Second moments are K GEMMs (one batched matmul) of
 ``√(w r)·(X - c_k)``. Both run over row chunks of a size chosen from K and D
 (:func:`jaxem.chunks.map_rows` / :func:`jaxem.chunks.sum_rows`, the engine's
 chunk loop and size rule) so that the temporaries stay in cache.
+
+``diag`` and ``spherical`` on a CPU take scikit-learn's expanded forms, one
+GEMM each for the densities (``[x², x] @ [p; -2pm]ᵀ``) and the statistics
+(``(w r)ᵀ [x, x²]``), rows centred at their mean, while float32 keeps them
+accurate: the densities when ``eps · max (x - c)²/σ²`` (over features, with
+each feature's widest row) is under ``EXPANSION_TOL``, the statistics when
+the re-centring loses less than that; otherwise the exact centred passes
+(``lax.cond``). Elsewhere (a batched ``cond`` would run both) the exact ones.
 """
 
 from __future__ import annotations
@@ -224,7 +232,24 @@ class MultivariateNormal(Family):
             def maha(rows):
                 return jnp.sum((rows[:, None, :] - mc) ** 2, axis=-1) / cov
 
-        m = _chunks.map_rows(maha, xc, k)
+        if kind in ("full", "tied") or not _expanded_forms(x):
+            m = _chunks.map_rows(maha, xc, k)
+        else:
+            # Σ_d p_kd (x_d - m_kd)² expanded: one GEMM [x², x] @ [p; -2 p m]ᵀ for
+            # every component (scikit-learn's form), when float32 keeps it accurate.
+            prec = jnp.broadcast_to(1 / (cov if kind == "diag" else cov[:, None]), (k, d))
+            coef = jnp.concatenate([prec, -2 * prec * mc], axis=1).T  # (2D, K)
+            const = jnp.sum(prec * mc * mc, axis=1)
+
+            def expanded(rows):
+                sq = jnp.matmul(jnp.concatenate([rows * rows, rows], 1), coef, precision=_HI)
+                return jnp.maximum(sq + const, 0)
+
+            m = jax.lax.cond(
+                _expansion_accurate(xc, mc, prec),
+                lambda: _chunks.map_rows(expanded, xc, k),
+                lambda: _chunks.map_rows(maha, xc, k),
+            )
         return -0.5 * (d * _LOG_2PI + log_det + m)
 
     def _full_covs(self, components, k: int, d: int):
@@ -437,6 +462,31 @@ class MultivariateNormalStats(NamedTuple):
     s2: jax.Array
 
 
+#: the expanded (GEMM) forms are used while ``eps · max (x - c)²/σ²`` stays below this
+EXPANSION_TOL = 1e-4
+
+
+def _expanded_forms(x) -> bool:
+    """Whether diagonal and spherical passes may take the expanded (GEMM) forms.
+
+    On a CPU, where restarts run in turn and ``lax.cond`` picks one branch; a
+    batched (vmapped) ``cond`` would run both.
+    """
+    return jax.default_backend() == "cpu"
+
+
+def _expansion_accurate(xc, mc, prec):
+    """Whether the expanded forms keep about ``EXPANSION_TOL`` relative accuracy.
+
+    ``x²p - 2xmp + m²p`` loses ``eps · ((x - c)² + (m - c)²) · p`` to
+    cancellation, with ``c`` the centring point (``xc = x - c``, ``mc = m - c``);
+    bounded over the rows with each feature's largest ``(x - c)²``.
+    """
+    spread = jnp.max(xc * xc, axis=0)  # (D,)
+    kappa = jnp.max((spread + mc * mc) * prec)
+    return jnp.finfo(prec.dtype).eps * kappa < EXPANSION_TOL
+
+
 def _stats(family, params, x, resp, sample_weight):
     wr = resp if sample_weight is None else resp * sample_weight[:, None]  # (N, K)
     mean = params.mean
@@ -456,7 +506,38 @@ def _stats(family, params, x, resp, sample_weight):
             s2 = jnp.einsum("nk,knd->kd", wr_rows, diff * diff, precision=_HI)
         return MultivariateNormalStats(jnp.sum(wr_rows, axis=0), s1, s2)
 
-    return _chunks.sum_rows(rows_stats, x, wr, k)
+    def exact():
+        return _chunks.sum_rows(rows_stats, x, wr, k)
+
+    if matrix or not _expanded_forms(x):
+        return exact()
+    return _stats_expanded(params, x, wr, exact)
+
+
+def _stats_expanded(params, x, wr, exact):
+    """Diagonal statistics as one GEMM, ``(w r)ᵀ [x - g, (x - g)²]``, when accurate.
+
+    Centred at the rows' mean ``g``, then re-centred at the component means
+    (the statistics' convention). The re-centring ``Σ(x - m)² = Σx² - 2mΣx +
+    n m²`` cancels: when float32 loses more than ``EXPANSION_TOL`` of it,
+    ``exact()`` (the centred sums) is used instead.
+    """
+    k, d = params.mean.shape
+    centre = jnp.mean(x, axis=0)
+    xc, mc = x - centre, params.mean - centre
+
+    def rows_stats(x_rows, wr_rows):
+        both = jnp.concatenate([x_rows, x_rows * x_rows], axis=1)
+        return jnp.sum(wr_rows, axis=0), jnp.matmul(wr_rows.T, both, precision=_HI)
+
+    n, sums = _chunks.sum_rows(rows_stats, xc, wr, k)
+    sx, sxx = sums[:, :d], sums[:, d:]
+    s2 = sxx - 2 * mc * sx + n[:, None] * mc * mc
+    size = sxx + n[:, None] * mc * mc  # what cancels
+    tiny = jnp.finfo(s2.dtype).tiny
+    loss = jnp.finfo(s2.dtype).eps * jnp.max(size / jnp.maximum(s2, tiny))
+    stats = MultivariateNormalStats(n, sx - n[:, None] * mc, jnp.maximum(s2, 0))
+    return jax.lax.cond(loss < EXPANSION_TOL, lambda: stats, exact)
 
 
 def _update(family, params, stats):
