@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import jax
@@ -449,6 +450,12 @@ def restart_keys(key, restarts: int) -> jax.Array:
     restarts, so ``restarts=10`` runs ``restarts=1``'s start among others and
     its best is never worse.
     """
+    return _fold_in_each(key, restarts)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _fold_in_each(key, restarts: int):
+    # one compiled program (persistently cached), not a few eager ops per process
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts, dtype=jnp.uint32))
 
 

@@ -394,6 +394,14 @@ def _pad_to_bucket(x, sample_weight, extra: Extra, pad):
     return take(x), weight, Extra(observed, labels)
 
 
+def _pick(tree, i: int):
+    """Entry ``i`` of every batched leaf: indexed on the host where the leaves
+    are (a copy back, no small compiled op per leaf in a fresh process)."""
+    if all(a.is_fully_addressable for a in jax.tree.leaves(tree)):
+        return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[i]), tree)
+    return jax.tree.map(lambda a: a[i], tree)
+
+
 def _n_states(model: Model, x, starts, from_keys: bool) -> int:
     """K, the number of latent states, from the model or its starts' shapes."""
     if hasattr(model, "n_components"):
@@ -667,8 +675,8 @@ def fit(
     finite = np.asarray(final.finite)
     ranked = np.where(np.isfinite(objectives), objectives, -np.inf)
     best = int(np.argmax(ranked))
-    params = jax.tree.map(lambda a: a[best], final.point.params)
-    history = np.asarray(final.history[best])[: n_iters[best] + 1]
+    params = _pick(final.point.params, best)
+    history = np.asarray(final.history)[best][: n_iters[best] + 1]
 
     if not np.isfinite(objectives[best]):
         warnings.warn(
@@ -700,9 +708,9 @@ def fit(
     return FitResult(
         params=params,
         objective=float(objectives[best]),
-        log_likelihood=float(final.point.log_likelihood[best]),
+        log_likelihood=float(np.asarray(final.point.log_likelihood)[best]),
         n_iter=int(n_iters[best]),
-        n_evals=int(final.n_evals[best]),
+        n_evals=int(np.asarray(final.n_evals)[best]),
         converged=bool(converged[best]),
         history=history,
         restart_objectives=objectives,
