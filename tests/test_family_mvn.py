@@ -283,6 +283,25 @@ def test_float32_expanded_forms_fall_back_where_they_would_cancel(kind, monkeypa
     assert np.max(np.abs(np.asarray(s2_bad) / ref_s2 - 1)) > 1e-3
 
 
+def test_vmapped_expanded_forms_decide_once_for_the_batch():
+    """Under vmap (restarts stepped together) the accuracy test is one decision for
+    the batch: lax.cond stays a branch, not a select that runs both passes, and
+    one member that would cancel sends the whole batch to the exact pass."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 1, (200, 3)).astype(np.float32)
+    fam = MultivariateNormal("diag")
+    wide = MultivariateNormalParams(rng.normal(0, 1, (2, 3)), np.ones((2, 3)))
+    tight = MultivariateNormalParams(rng.normal(0, 1, (2, 3)), np.full((2, 3), 1e-6))
+    batch = jax.tree.map(lambda a, b: jnp.asarray(np.stack([a, b]), jnp.float32), wide, tight)
+    fn = jax.vmap(fam.log_prob_components, in_axes=(0, None))
+    jaxpr = str(jax.make_jaxpr(fn)(batch, x))
+    assert " cond[" in jaxpr
+    got = np.asarray(fn(batch, x))
+    for i, p in enumerate((wide, tight)):
+        ref = ref_log_prob_components("diag", p, x.astype(np.float64))
+        np.testing.assert_allclose(got[i], ref, rtol=1e-5, atol=1e-3)
+
+
 # ------------------------------------------------------------------ sufficient statistics
 @pytest.mark.parametrize("kind", TYPES)
 def test_sufficient_stats_are_additive_and_exact(kind):

@@ -52,13 +52,13 @@ with ``A_k = L_k⁻¹``. Second moments are K GEMMs (one batched matmul) of
 (:func:`jaxem.chunks.map_rows` / :func:`jaxem.chunks.sum_rows`, the engine's
 chunk loop and size rule) so that the temporaries stay in cache.
 
-``diag`` and ``spherical`` on a CPU take scikit-learn's expanded forms, one
+``diag`` and ``spherical`` take scikit-learn's expanded forms, one
 GEMM each for the densities (``[x², x] @ [p; -2pm]ᵀ``) and the statistics
 (``(w r)ᵀ [x, x²]``), rows centred at their mean, while float32 keeps them
 accurate: the densities when ``eps · max (x - c)²/σ²`` (over features, with
 each feature's widest row) is under ``EXPANSION_TOL``, the statistics when
 the re-centring loses less than that; otherwise the exact centred passes
-(``lax.cond``). Elsewhere (a batched ``cond`` would run both) the exact ones.
+(``lax.cond``; under ``vmap`` one decision for the whole batch).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import custom_batching
 from jax.scipy.linalg import solve_triangular
 
 from jaxem import chunks as _chunks
@@ -232,7 +233,7 @@ class MultivariateNormal(Family):
             def maha(rows):
                 return jnp.sum((rows[:, None, :] - mc) ** 2, axis=-1) / cov
 
-        if kind in ("full", "tied") or not _expanded_forms(x):
+        if kind in ("full", "tied"):
             m = _chunks.map_rows(maha, xc, k)
         else:
             # Σ_d p_kd (x_d - m_kd)² expanded: one GEMM [x², x] @ [p; -2 p m]ᵀ for
@@ -466,13 +467,17 @@ class MultivariateNormalStats(NamedTuple):
 EXPANSION_TOL = 1e-4
 
 
-def _expanded_forms(x) -> bool:
-    """Whether diagonal and spherical passes may take the expanded (GEMM) forms.
+@custom_batching.custom_vmap
+def _for_all(accurate):
+    """``accurate``, and under ``vmap`` (restarts stepped together, bootstrap
+    replicates) whether it holds for every member: one unbatched predicate, so
+    ``lax.cond`` stays a branch rather than a select that runs both sides."""
+    return accurate
 
-    On a CPU, where restarts run in turn and ``lax.cond`` picks one branch; a
-    batched (vmapped) ``cond`` would run both.
-    """
-    return jax.default_backend() == "cpu"
+
+@_for_all.def_vmap
+def _for_all_batched(axis_size, in_batched, accurate):
+    return (jnp.all(accurate) if in_batched[0] else accurate), False
 
 
 def _expansion_accurate(xc, mc, prec):
@@ -482,9 +487,10 @@ def _expansion_accurate(xc, mc, prec):
     cancellation, with ``c`` the centring point (``xc = x - c``, ``mc = m - c``);
     bounded over the rows with each feature's largest ``(x - c)²``.
     """
+    xc, mc, prec = jax.lax.stop_gradient((xc, mc, prec))  # a decision, not a value
     spread = jnp.max(xc * xc, axis=0)  # (D,)
     kappa = jnp.max((spread + mc * mc) * prec)
-    return jnp.finfo(prec.dtype).eps * kappa < EXPANSION_TOL
+    return _for_all(jnp.finfo(prec.dtype).eps * kappa < EXPANSION_TOL)
 
 
 def _stats(family, params, x, resp, sample_weight):
@@ -509,7 +515,7 @@ def _stats(family, params, x, resp, sample_weight):
     def exact():
         return _chunks.sum_rows(rows_stats, x, wr, k)
 
-    if matrix or not _expanded_forms(x):
+    if matrix:
         return exact()
     return _stats_expanded(params, x, wr, exact)
 
@@ -535,9 +541,9 @@ def _stats_expanded(params, x, wr, exact):
     s2 = sxx - 2 * mc * sx + n[:, None] * mc * mc
     size = sxx + n[:, None] * mc * mc  # what cancels
     tiny = jnp.finfo(s2.dtype).tiny
-    loss = jnp.finfo(s2.dtype).eps * jnp.max(size / jnp.maximum(s2, tiny))
+    loss = jnp.finfo(s2.dtype).eps * jnp.max(jax.lax.stop_gradient(size / jnp.maximum(s2, tiny)))
     stats = MultivariateNormalStats(n, sx - n[:, None] * mc, jnp.maximum(s2, 0))
-    return jax.lax.cond(loss < EXPANSION_TOL, lambda: stats, exact)
+    return jax.lax.cond(_for_all(loss < EXPANSION_TOL), lambda: stats, exact)
 
 
 def _update(family, params, stats):
