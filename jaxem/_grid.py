@@ -1,12 +1,13 @@
 """One compiled program per covariance model for a whole grid of K × restarts.
 
 ``em.select_model`` fits every number of components K of its grid, with
-``n_init`` restarts each, in a single ``vmap``: every run has ``K_max``
+``n_init`` restarts each, in a single program: every run has ``K_max``
 components, those past its own K are masked (weight 0, frozen). A run stops on
 its own (scikit-learn's rule: the per-sample log-likelihood changed by less
-than ``tol``); under ``vmap`` a finished run no longer changes while the
-others go on. So a grid costs one compilation per covariance model however
-many K and restarts it has.
+than ``tol``). On a CPU the runs go one after the other (``lax.map``), each to
+its own convergence; elsewhere under ``vmap``, where a finished run no longer
+changes while the others go on. So a grid costs one compilation per covariance
+model however many K and restarts it has.
 
 Starts are k-means (k-means++ seeding, then Lloyd) per run, the first K of the
 ``K_max`` k-means++ centres (a draw for K alone); the first M-step from the
@@ -67,8 +68,20 @@ def _kmeans_resp(key, x, k_max: int, active, max_iter: int = 100):
 
 
 @functools.lru_cache(maxsize=64)
-def program(model: str, k_max: int, max_iter: int, tol: float, reg_covar: float, sweeps: int):
-    """The jitted ``(x (N, D), keys (R,), ks (R,)) -> GridRuns`` of one covariance model."""
+def program(
+    model: str,
+    k_max: int,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+    sweeps: int,
+    in_turn: bool = False,
+):
+    """The jitted ``(x (N, D), keys (R,), ks (R,)) -> GridRuns`` of one covariance model.
+
+    ``in_turn``: the runs one after the other (``lax.map``, as ``em.fit`` runs
+    restarts on a CPU), each to its own convergence; otherwise stepped together.
+    """
     family = ParsimoniousGaussian(model, reg_covar=reg_covar, sweeps=sweeps)
 
     def m_step(x, resp, active, centre, cov_old):
@@ -117,4 +130,6 @@ def program(model: str, k_max: int, max_iter: int, tol: float, reg_covar: float,
         log_map = jnp.sum(jnp.log(jnp.max(resp, axis=1)))
         return GridRuns(ll, log_map, i, done, weights, params.mean, params.cov)
 
+    if in_turn:
+        return jax.jit(lambda x, keys, ks: jax.lax.map(lambda run: one(x, *run), (keys, ks)))
     return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))

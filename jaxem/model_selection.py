@@ -333,6 +333,7 @@ def _gaussian_grid(X, ks, names, settings, criterion):
                 float(settings["tol"]),
                 float(settings["reg_covar"]),
                 10,
+                jax.default_backend() == "cpu",
             )
             out = jax.tree.map(np.asarray, run(xj, keys, jnp.asarray(kvec, jnp.int32)))
             ok = np.isfinite(out.log_likelihood) & ~_singular(out.cov, kvec, x.dtype)
