@@ -1,10 +1,11 @@
 """The EM loop: one compiled program, all restarts under ``vmap``.
 
 ``fit`` validates on the host, then calls a jitted function that draws the
-starts (or takes the user's), runs EM for every start inside one
-``lax.while_loop`` (vmapped over restarts; finished restarts idle until the
-last one stops) and returns every restart's final state. The best restart by
-objective is picked on the host.
+starts (or takes the user's), runs EM for every start (on a CPU one after the
+other, ``lax.map``; on an accelerator in one ``lax.while_loop`` vmapped over
+restarts, where finished restarts idle until the last one stops) and returns
+every restart's final state. The best restart by objective is picked on the
+host.
 
 Each iteration is one M-step then one E-step; the E-step's output (the
 objective and what the next M-step consumes) is carried, so each iteration
@@ -296,10 +297,12 @@ def _in_turn(backend, progress: int, restarts: int) -> bool:
     gains little from the batch to pay for that. Measured here: 32 restarts of
     a custom density (gradient M-step) 15.6 s together, 2.8 s in turn, 5.3 s as
     32 separate fits; 16 restarts of a full-covariance Gaussian mixture on
-    (1e5, 2) data, to ``tol``, 5.6 s together and 3.5 s in turn; at a fixed
-    number of iterations the two are level. Accelerators, where the batch
-    fills the device, and ``progress`` (one line per iteration for all
-    restarts) keep the batch; a single restart always runs unbatched.
+    (1e5, 2) data, to ``tol``, 5.6 s together and 3.5 s in turn. At a fixed
+    number of iterations together can win where restarts share a GEMM
+    (diagonal Gaussians), but runs to ``tol`` are the common case.
+    Accelerators, where the batch fills the device, and ``progress`` (one line
+    per iteration for all restarts) keep the batch; a single restart runs
+    unbatched (unless ``progress``).
     """
     if progress:
         return False
@@ -395,11 +398,15 @@ def _pad_to_bucket(x, sample_weight, extra: Extra, pad):
 
 
 def _pick(tree, i: int):
-    """Entry ``i`` of every batched leaf: indexed on the host where the leaves
-    are (a copy back, no small compiled op per leaf in a fresh process)."""
-    if all(a.is_fully_addressable for a in jax.tree.leaves(tree)):
-        return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[i]), tree)
-    return jax.tree.map(lambda a: a[i], tree)
+    """Entry ``i`` of every batched leaf, put back on its leaf's device: indexed
+    on the host (no small compiled op per leaf in a fresh process)."""
+
+    def one(a):
+        if not a.is_fully_addressable or len(a.devices()) != 1:
+            return a[i]
+        return jax.device_put(np.asarray(a)[i], next(iter(a.devices())))
+
+    return jax.tree.map(one, tree)
 
 
 def _n_states(model: Model, x, starts, from_keys: bool) -> int:
@@ -507,7 +514,8 @@ def fit(
             with ``model.init``; required when ``init`` is not given. Starts
             are drawn from the positive-weight rows, or from a fixed random
             subset of 65536 of them when there are more.
-        restarts: number of random starts, all run together under ``vmap``.
+        restarts: number of random starts, all in one compiled program: on
+            a CPU one after the other, on an accelerator together under ``vmap``.
         max_iter: maximum EM iterations per restart (0 evaluates the start).
         tol: stop when the objective improves by no more than ``tol`` per
             unit of sample weight (per sample, for unit weights).
@@ -564,12 +572,13 @@ def fit(
     same result on the same device and JAX version.
 
     Compilation: one program per model value, options and bucket of row
-    counts. On one device, up to 2^20 units are padded to a bucket size (a
-    power of two, then a multiple of 4096) by repeating units, each repeated
+    counts. On one device, up to 2^20 units are padded to a bucket size (four
+    per doubling, then multiples of 4096: at most 25% more rows) by repeating units, each repeated
     unit's weight split between its copies, so the objective and every
     M-step are unchanged and nearby N share a program; random starts are then
-    drawn from the padded rows. Models with a user's ``m_step``, registered
-    closed form, or (for random starts) ``init`` are not padded.
+    drawn from the padded rows (the repeated ones spread evenly over the
+    data). Models with a user's ``m_step``, registered closed form, or (for
+    random starts) ``init`` are not padded.
 
     Returns:
         A :class:`FitResult` for the restart with the highest objective.
@@ -662,8 +671,10 @@ def fit(
     if not from_keys:
         # unused: a fixed shape, so weights and row counts do not recompile
         x_draw = _validation.take_units(x, slice(0, 1))
+    elif bucketed and x_draw is x_rows:
+        x_draw = x  # the padded rows themselves: no second copy
     elif bucketed and (pad := _buckets.index(n_draw)) is not None:
-        x_draw = _validation.take_units(x_draw, pad[0])  # starts from repeated rows
+        x_draw = _validation.take_units(x_draw, pad[0])  # starts from evenly repeated rows
     # bucketed: always weights, so a full bucket and a padded one share a program
     weights_arg = None if user_weights is None and not bucketed else sample_weight
     dtype = _validation.float_dtype()

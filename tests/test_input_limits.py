@@ -91,7 +91,8 @@ def test_more_restarts_include_the_first_start():
     # Restart i draws from fold_in(key, i): restarts=8 runs restarts=1's start.
     one = em.fit(MVN, X2, key=jax.random.key(3), restarts=1, max_iter=0)
     many = em.fit(MVN, X2, key=jax.random.key(3), restarts=8, max_iter=0)
-    assert many.restart_objectives[0] == one.objective
+    # one restart runs unbatched, eight in turn: two programs, same start (float32 rounding)
+    assert many.restart_objectives[0] == pytest.approx(one.objective, rel=1e-6)
     assert many.objective >= one.objective
 
 

@@ -54,11 +54,13 @@ chunk loop and size rule) so that the temporaries stay in cache.
 
 ``diag`` and ``spherical`` take scikit-learn's expanded forms, one
 GEMM each for the densities (``[x², x] @ [p; -2pm]ᵀ``) and the statistics
-(``(w r)ᵀ [x, x²]``), rows centred at their mean, while float32 keeps them
+(``(w r)ᵀ [x, x²]``), rows centred at their mean, while the dtype keeps them
 accurate: the densities when ``eps · max (x - c)²/σ²`` (over features, with
-each feature's widest row) is under ``EXPANSION_TOL``, the statistics when
-the re-centring loses less than that; otherwise the exact centred passes
-(``lax.cond``; under ``vmap`` one decision for the whole batch).
+each feature's widest row) is under ``EXPANSION_TOL · √eps`` (1e-4 in float32,
+4.5e-9 in float64), the statistics when the re-centring loses less than that;
+otherwise the exact centred passes (``lax.cond``; under ``vmap`` one decision
+for the whole batch). The bound is per feature and per term, so the loss in a
+row's log density is at most about ``D`` times it.
 """
 
 from __future__ import annotations
@@ -463,8 +465,14 @@ class MultivariateNormalStats(NamedTuple):
     s2: jax.Array
 
 
-#: the expanded (GEMM) forms are used while ``eps · max (x - c)²/σ²`` stays below this
-EXPANSION_TOL = 1e-4
+#: the expanded (GEMM) forms are used while ``eps · max (x - c)²/σ²`` stays below
+#: this times ``√eps`` (1e-4 in float32, 4.5e-9 in float64)
+EXPANSION_TOL = 0.3
+
+
+def _limit(dtype):
+    eps = jnp.finfo(dtype).eps
+    return EXPANSION_TOL * float(np.sqrt(eps)), eps
 
 
 @custom_batching.custom_vmap
@@ -481,7 +489,7 @@ def _for_all_batched(axis_size, in_batched, accurate):
 
 
 def _expansion_accurate(xc, mc, prec):
-    """Whether the expanded forms keep about ``EXPANSION_TOL`` relative accuracy.
+    """Whether the expanded forms lose less than ``EXPANSION_TOL · √eps`` per term.
 
     ``x²p - 2xmp + m²p`` loses ``eps · ((x - c)² + (m - c)²) · p`` to
     cancellation, with ``c`` the centring point (``xc = x - c``, ``mc = m - c``);
@@ -490,7 +498,8 @@ def _expansion_accurate(xc, mc, prec):
     xc, mc, prec = jax.lax.stop_gradient((xc, mc, prec))  # a decision, not a value
     spread = jnp.max(xc * xc, axis=0)  # (D,)
     kappa = jnp.max((spread + mc * mc) * prec)
-    return _for_all(jnp.finfo(prec.dtype).eps * kappa < EXPANSION_TOL)
+    limit, eps = _limit(prec.dtype)
+    return _for_all(eps * kappa < limit)
 
 
 def _stats(family, params, x, resp, sample_weight):
@@ -525,7 +534,7 @@ def _stats_expanded(params, x, wr, exact):
 
     Centred at the rows' mean ``g``, then re-centred at the component means
     (the statistics' convention). The re-centring ``Σ(x - m)² = Σx² - 2mΣx +
-    n m²`` cancels: when float32 loses more than ``EXPANSION_TOL`` of it,
+    n m²`` cancels: when it loses more than ``EXPANSION_TOL · √eps`` of it,
     ``exact()`` (the centred sums) is used instead.
     """
     k, d = params.mean.shape
@@ -541,9 +550,10 @@ def _stats_expanded(params, x, wr, exact):
     s2 = sxx - 2 * mc * sx + n[:, None] * mc * mc
     size = sxx + n[:, None] * mc * mc  # what cancels
     tiny = jnp.finfo(s2.dtype).tiny
-    loss = jnp.finfo(s2.dtype).eps * jnp.max(jax.lax.stop_gradient(size / jnp.maximum(s2, tiny)))
+    limit, eps = _limit(s2.dtype)
+    loss = eps * jnp.max(jax.lax.stop_gradient(size / jnp.maximum(s2, tiny)))
     stats = MultivariateNormalStats(n, sx - n[:, None] * mc, jnp.maximum(s2, 0))
-    return jax.lax.cond(_for_all(loss < EXPANSION_TOL), lambda: stats, exact)
+    return jax.lax.cond(_for_all(loss < limit), lambda: stats, exact)
 
 
 def _update(family, params, stats):
