@@ -460,6 +460,15 @@ def _decrease_message(model: Model, params, dtype, n_iter: int) -> str:
             f"{n_iter}. Drop redundant columns, raise reg_covar, or fit in float64 (wrap "
             f"the call in `with jax.enable_x64(True):`). {tail}"
         )
+    reg = max((getattr(f, "reg_covar", 0) for f, _ in getattr(model, "_blocks", ())), default=0)
+    if reg > 0:
+        return (
+            f"the objective dropped after iteration {n_iter}: reg_covar={reg:g} is added to "
+            "the covariance update, which is then no longer the likelihood's maximiser, so the "
+            "likelihood can fall (scikit-learn's update does the same and does not check). Use "
+            "a smaller reg_covar, reg_covar=0, or a covariance prior (a MAP fit that EM "
+            "ascends). " + tail
+        )
     return (
         f"an M-step lowered the objective after iteration {n_iter}, which EM never does: the "
         "M-step is wrong (check a custom m_step or closed form with em.check_m_step), or "

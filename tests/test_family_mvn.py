@@ -518,9 +518,17 @@ def assert_same_as_sklearn(res, gm, x, rtol, kind):
 @pytest.mark.parametrize("kind", FULL_THEN_SLOW)
 @pytest.mark.parametrize("reg_covar", [1e-6, pytest.param(0.05, marks=pytest.mark.slow)])
 def test_same_em_as_sklearn_float64(kind, reg_covar):
-    with jax.enable_x64(True):
+    with jax.enable_x64(True), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         res, gm = fit_both(kind, PARITY_X, reg_covar, max_iter=30)
-    assert res.n_iter == 30 and gm.n_iter_ == 30
+        if res.n_iter < 30:
+            # reg_covar shifts the update off the likelihood's maximiser, so the
+            # likelihood may drop: jaxem stops there and says why; compare scikit-learn
+            # after as many iterations.
+            assert reg_covar > 0 and not res.converged
+            assert any("reg_covar" in str(w.message) for w in caught)
+            res, gm = fit_both(kind, PARITY_X, reg_covar, max_iter=res.n_iter)
+    assert res.n_iter == gm.n_iter_
     assert_same_as_sklearn(res, gm, PARITY_X, 1e-8, kind)
 
 
