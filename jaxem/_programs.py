@@ -29,6 +29,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxem.model import is_jaxem_code
+
 #: compiled programs kept; each may hold executables for a few data shapes
 MAX_PROGRAMS = 32
 
@@ -37,10 +39,6 @@ _LOCK = threading.Lock()
 _SKIP = frozenset({"_compiled"})  # per-instance caches: not part of what the model is
 _MAX_DEPTH = 12
 _MAX_ARRAY = 1 << 16  # larger arrays are keyed by identity
-
-
-def _is_jaxem(obj) -> bool:
-    return (getattr(obj, "__module__", None) or "").startswith("jaxem.")
 
 
 class _Walk:
@@ -69,7 +67,7 @@ class _Walk:
         if isinstance(obj, complex):
             return (complex, obj.real.hex(), obj.imag.hex())
         if isinstance(obj, (types.FunctionType, type)):
-            return ("code", obj) if _is_jaxem(obj) else self.identity(obj)
+            return ("code", obj) if is_jaxem_code(obj) else self.identity(obj)
         if isinstance(obj, (tuple, list)):
             return (type(obj), tuple(self.key(o, depth + 1, owners) for o in obj))
         if isinstance(obj, dict):
@@ -88,7 +86,7 @@ class _Walk:
             if obj.dtype.hasobject:
                 return self.identity(obj)
             return ("array", obj.dtype.str, obj.shape, np.ascontiguousarray(obj).tobytes())
-        if _is_jaxem(type(obj)) and hasattr(obj, "__dict__"):
+        if is_jaxem_code(type(obj)) and hasattr(obj, "__dict__"):
             state = {k: v for k, v in vars(obj).items() if k not in _SKIP}
             return (type(obj), self.key(state, depth + 1, (*owners, obj)))
         return self.identity(obj)

@@ -116,6 +116,11 @@ def check_missing(missing, owner: str = "") -> bool:
     )
 
 
+def backend(x) -> str | None:
+    """The platform (``"cpu"``, ``"gpu"``, ...) where array ``x`` lives; ``None`` for host data."""
+    return next(iter(x.sharding.device_set)).platform if isinstance(x, jax.Array) else None
+
+
 def _row_sharded(x) -> bool:
     """Whether ``x`` is a JAX array split over several devices (data parallelism)."""
     return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1

@@ -212,7 +212,7 @@ def bootstrap(
     )
     hist_len = _history_length(max_iter)
     lead = _validation.first_leaf(data)
-    backend = next(iter(lead.sharding.device_set)).platform if isinstance(lead, jax.Array) else None
+    backend = _validation.backend(lead)
     in_turn = _in_turn(backend, 0, n_boot)
     cache = ("bootstrap", hist_len, chunking, _fixed.cache_key(masks), parametric, in_turn)
     program = _programs.get(

@@ -648,7 +648,7 @@ def fit(
         x, sample_weight, extra = _pad_to_bucket(x, sample_weight, extra, pad)
         n = _validation.n_units(x)
     features = _validation.unit_size(x)
-    backend = next(iter(lead.sharding.device_set)).platform if isinstance(lead, jax.Array) else None
+    backend = _validation.backend(lead)
     chunking = _chunks.plan(n, n_states, features, chunk_size, n_devices, backend, restarts)
     masks = _fixed_masks(model, fixed, x, starts, from_keys)
     in_turn = _in_turn(backend, progress, restarts)
