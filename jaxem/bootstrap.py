@@ -12,7 +12,13 @@ accelerator, all in one compiled program:
 Label switching is undone by matching each replicate's components to the
 fit's: the permutation that maximises the agreement of their posteriors on
 the data (``Σ_i r_ik r'_iπ(k)``), over all permutations for K ≤ 7 and greedily
-beyond.
+beyond. This covers an ``em.Mixture`` of one family (with or without
+gating: the permuted gating is re-expressed with the new component 0 as the
+reference, which leaves every unit's weights unchanged) and an ``em.HMM``
+(its states matched by their smoothed posteriors over every step; the
+initial probabilities, both axes of the transition matrix and the
+emissions permuted together). A mixture of a list of families is left as
+fitted: its components are of different families and keep their places.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from jaxem import _programs, _validation
 from jaxem import chunks as _chunks
 from jaxem import fixed as _fixed
 from jaxem.fit import _em_parts, _history_length, _in_turn
+from jaxem.gating import GatingParams
+from jaxem.hmm import HMM, HMMParams
 from jaxem.mixture import Mixture, MixtureParams
 from jaxem.model import NO_EXTRA, Model
 
@@ -124,17 +132,43 @@ def _permutation(ref: np.ndarray, rep: np.ndarray) -> np.ndarray:
     return order
 
 
-def _permute(model: Mixture, params, perm: np.ndarray):
-    """``params`` with component ``perm[k]`` moved to position ``k``."""
-    comps = params.components
-    axes = model.family.component_axes(comps)
-    comps = jax.tree.map(
+def _take(family, comps, perm: np.ndarray):
+    """A family's parameters with component ``perm[k]`` at position ``k`` (shared leaves kept)."""
+    axes = family.component_axes(comps)
+    return jax.tree.map(
         lambda axis, a: a if axis is None else np.asarray(a)[perm],
         axes,
         comps,
         is_leaf=lambda a: a is None,
     )
-    return MixtureParams(np.asarray(params.weights)[perm], comps)
+
+
+def _permute(model: Model, params, perm: np.ndarray):
+    """``params`` with component (state) ``perm[k]`` moved to position ``k``: the same model.
+
+    * ``em.Mixture`` of one family: the weights ``(K,)`` and the components.
+    * with ``em.SoftmaxGating``: the rows of ``gate_coef (K, Q)`` and
+      ``gate_intercept (K,)``, then the new row 0 subtracted from every row, so
+      that component 0 is the reference again (every unit's softmax unchanged).
+    * ``em.HMM``: ``initial[perm]``, ``transition[perm][:, perm]`` and the emissions.
+    """
+    perm = np.asarray(perm)
+    if isinstance(model, HMM):
+        transition = np.asarray(params.transition)[np.ix_(perm, perm)]
+        emissions = _take(model.emission, params.emissions, perm)
+        return HMMParams(np.asarray(params.initial)[perm], transition, emissions)
+    comps = _take(model.family, params.components, perm)
+    weights = params.weights
+    if isinstance(weights, GatingParams):
+        coef = np.asarray(weights.gate_coef)[perm]
+        icpt = np.asarray(weights.gate_intercept)[perm]
+        return MixtureParams(GatingParams(coef - coef[:1], icpt - icpt[:1]), comps)
+    return MixtureParams(np.asarray(weights)[perm], comps)
+
+
+def _matches_components(model: Model) -> bool:
+    """Whether :func:`bootstrap` matches this model's components (see the module's doc)."""
+    return isinstance(model, HMM) or (isinstance(model, Mixture) and model.family is not None)
 
 
 def bootstrap(
@@ -150,6 +184,7 @@ def bootstrap(
     sample_weight=None,
     chunk_size: int | None = None,
     fixed=None,
+    lengths=None,
 ) -> BootstrapResult:
     """Bootstrap the fit: ``n_boot`` refits in one compiled program, each from ``params``.
 
@@ -162,18 +197,26 @@ def bootstrap(
             multinomial weights) or ``"parametric"`` (new data drawn from the
             fitted model with ``model.sample``; an ``em.Mixture`` of densities).
         key: a ``jax.random.key`` or int seed (required).
-        max_iter, tol, chunk_size, fixed: as for ``em.fit``.
+        max_iter, tol, chunk_size, fixed, lengths: as for ``em.fit``.
         sample_weight: the fit's weights: nonparametric replicates resample
             units in proportion to them.
 
+    Units are what ``em.fit`` weighs: rows of a mixture, whole sequences of
+    an ``em.HMM`` (pass ``lengths=`` as to ``em.fit``).
+
     Returns:
         A :class:`BootstrapResult` (``.standard_errors``, ``.samples``,
-        ``.intervals(0.95)``). For an ``em.Mixture`` of one family the
-        components of every replicate are matched to the fit's.
+        ``.intervals(0.95)``). The components of every replicate are matched
+        to the fit's (label switching undone) for an ``em.Mixture`` of one
+        family, with or without gating (the gating re-expressed with
+        component 0 as its reference), and for an ``em.HMM`` (its states);
+        a mixture of a list of families is left as fitted.
 
     Example:
         >>> boot = em.bootstrap(model, x, res.params, n_boot=200, key=jax.random.key(0))
         >>> boot.standard_errors.components.mean, boot.intervals(0.95)
+        >>> boot = em.bootstrap(hmm, x, res.params, 200, key=0, lengths=lengths)
+        >>> boot.standard_errors.transition          # (K, K)
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be an em.Model or em.Mixture, got {type(model).__name__}.")
@@ -187,7 +230,7 @@ def bootstrap(
     key = _validation.as_key(key)
     if chunk_size is not None:
         chunk_size = _validation.check_int("chunk_size", chunk_size, 1)
-    data = _validation.prepare_data(model, model._as_units(x))
+    data = _validation.prepare_data(model, model._as_units(x, lengths))
     params = model._check_params(params, data)
     n = _validation.n_units(data)
     w = _validation.prepare_sample_weight(sample_weight, n, like=_validation.first_leaf(data))
@@ -223,7 +266,7 @@ def bootstrap(
         replicate_x, weights, params, max_iter, jnp.asarray(tol, dtype)
     )
     samples = jax.tree.map(lambda a: np.asarray(a, np.float64), samples)
-    if isinstance(model, Mixture) and model.family is not None and model.gating is None:
+    if _matches_components(model):
         samples = _match_components(model, params, data, samples)
     se = jax.tree.map(lambda a: np.std(a, axis=0, ddof=1), samples)
     return BootstrapResult(
@@ -235,7 +278,7 @@ def bootstrap(
     )
 
 
-def _match_components(model: Mixture, params, data, samples):
+def _match_components(model: Model, params, data, samples):
     """Each replicate's components reordered to agree with the fit's posteriors on ``data``."""
     dtype = _validation.float_dtype()
     one = model._compiled.get("posterior")
@@ -245,8 +288,11 @@ def _match_components(model: Mixture, params, data, samples):
     ref = np.asarray(one(params, data), np.float64)
     every = model._compiled["posteriors"](
         jax.tree.map(lambda a: jnp.asarray(a, dtype), samples), data
-    )  # (n_boot, N, K): one program, not a loop
+    )  # (n_boot, N, K), or (n_boot, B, T, K) for an HMM: one program, not a loop
     every = np.asarray(every, np.float64)
+    if isinstance(model, HMM):  # every sequence's own steps: (ΣT, K)
+        mask = np.asarray(data.mask, bool)
+        ref, every = ref[mask], every[:, mask]
     out = []
     for b in range(every.shape[0]):
         rep = jax.tree.map(lambda a, b=b: a[b], samples)

@@ -564,11 +564,14 @@ def _need_matplotlib(what: str) -> None:
         raise CLIError(f"{what} needs matplotlib: pip install matplotlib") from None
 
 
-def _report_hmm(args, model, family, res, xx, names, lengths, order, n_nan, elapsed, dtype) -> int:
+def _report_hmm(
+    args, model, family, res, xx, names, lengths, order, n_nan, elapsed, dtype, fit_kwargs
+) -> int:
     """Print (and write) a fitted HMM: one row per state, then the transition matrix.
 
     ``order``: the file's data row of each row of ``xx`` (rows grouped by sequence), or
-    ``None`` when they are in file order.
+    ``None`` when they are in file order; ``fit_kwargs``: ``lengths`` / ``missing`` as
+    ``em.fit`` had them (for ``--se``).
     """
     import types
 
@@ -608,6 +611,8 @@ def _report_hmm(args, model, family, res, xx, names, lengths, order, n_nan, elap
     print("   transition probabilities (row: from, column: to):")
     t_rows = [[i + 1] + [f"{v:.4f}" for v in transition[i]] for i in range(args.k)]
     _print_table(args, ["from"] + [f"to {j + 1}" for j in range(args.k)], t_rows, keep=1)
+    args._se_names = names
+    se = _standard_errors(args, model, params, xx, **fit_kwargs)
     _print_summary(args, res, elapsed, ll, bic, aic, n_params)
     if args.out is not None:
         _write_record(
@@ -628,6 +633,7 @@ def _report_hmm(args, model, family, res, xx, names, lengths, order, n_nan, elap
                     **{f: _jsonable(v) for f, v in params.emissions._asdict().items()},
                 },
                 **_criteria(args, res, ll, bic, aic, n_params, dtype),
+                **_se_record(se),
             },
         )
     if args.labels is not None:
@@ -784,11 +790,14 @@ def _print_summary(args, res, elapsed: float, ll: float, bic, aic, n_params: int
     )
 
 
-def _standard_errors(args, model, params, data):
+def _standard_errors(args, model, params, data, **kwargs):
     """``em.standard_errors`` at the fit, in float64 (``--se``), or ``None``.
 
-    Printed as a table below the estimates: one row per component, a column
-    per parameter entry (matrices are left to the JSON).
+    ``kwargs``: ``lengths`` / ``missing`` exactly as the fit used them.
+    Printed as a table below the estimates: one row per component (HMM:
+    per state, with the initial probabilities; the transition matrix's
+    standard errors follow as a K×K block), a column per parameter entry
+    (matrices are left to the JSON).
     """
     if not args.se:
         return None
@@ -798,12 +807,16 @@ def _standard_errors(args, model, params, data):
 
     with jax.enable_x64(True), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        se = em.standard_errors(model, params, data)
+        se = em.standard_errors(model, params, data, **kwargs)
     for w in caught:
         print(f"jaxem fit: warning: {_one_line(str(w.message))}", file=sys.stderr)
-    k = len(np.asarray(se.weights))
-    headers, cols, skipped = ["component", "se weight"], [], []
-    for field, value in se.components._asdict().items():
+    hmm = isinstance(se, em.HMMParams)
+    first = np.asarray(se.initial if hmm else se.weights, np.float64)
+    comps = se.emissions if hmm else se.components
+    k = len(first)
+    headers = ["state", "se initial"] if hmm else ["component", "se weight"]
+    cols, skipped = [], []
+    for field, value in comps._asdict().items():
         v = np.asarray(value, np.float64)
         if v.ndim == 1:
             headers.append(f"se {field}")
@@ -816,19 +829,27 @@ def _standard_errors(args, model, params, data):
                 cols.append(v[:, j])
         else:
             skipped.append(field)
-    weights = np.asarray(se.weights, np.float64)
-    rows = [[i + 1, _fmt(weights[i])] + [_fmt(c[i]) for c in cols] for i in range(k)]
+    rows = [[i + 1, _fmt(first[i])] + [_fmt(c[i]) for c in cols] for i in range(k)]
     print("   standard errors (observed information, float64):")
     _print_table(args, headers, rows)
+    if hmm:
+        transition = np.asarray(se.transition, np.float64)
+        print("   standard errors of the transition probabilities (row: from, column: to):")
+        t_rows = [[i + 1] + [_fmt(v) for v in transition[i]] for i in range(k)]
+        _print_table(args, ["from"] + [f"to {j + 1}" for j in range(k)], t_rows, keep=1)
     if skipped:
         print(f"   (standard errors of {', '.join(skipped)} are in the JSON, --out)")
     return se
 
 
 def _se_record(se) -> dict:
-    """The standard errors for the JSON (``{}`` without ``--se``)."""
+    """The standard errors for the JSON (``{}`` without ``--se``), keyed like ``params``."""
     if se is None:
         return {}
+    if hasattr(se, "transition"):  # an HMM
+        fields = {f: _jsonable(v) for f, v in se.emissions._asdict().items()}
+        head = {"initial": _jsonable(se.initial), "transition": _jsonable(se.transition)}
+        return {"standard_errors": {**head, **fields}}
     fields = {f: _jsonable(v) for f, v in se.components._asdict().items()}
     return {"standard_errors": {"weights": _jsonable(se.weights), **fields}}
 
@@ -853,10 +874,6 @@ def _check_fit_args(args) -> None:
         ),
     )
     regression = args.model == "regression"
-    if args.se and args.model == "hmm":
-        raise CLIError("--se is not available for --model hmm yet.", code=2)
-    if args.se and args.missing == "marginalize":
-        raise CLIError("--se is not available with --missing marginalize yet.", code=2)
     if args.response is not None and not regression:
         raise CLIError("--response applies to --model regression only.", code=2)
     if args.plot_columns is not None:
@@ -1000,7 +1017,7 @@ def _fit(args) -> int:
 
     if hmm:
         return _report_hmm(
-            args, model, family, res, xx, names, lengths, order, n_nan, elapsed, dtype
+            args, model, family, res, xx, names, lengths, order, n_nan, elapsed, dtype, kwargs
         )
     params = _sorted(model, res.params)
     n_params = em.n_parameters(model, params)
@@ -1034,7 +1051,7 @@ def _fit(args) -> int:
     for note in notes:
         print(f"   ({note})")
     args._se_names = names
-    se = _standard_errors(args, model, params, xx)
+    se = _standard_errors(args, model, params, xx, **kwargs)  # the fit's missing=
     _print_summary(args, res, elapsed, res.log_likelihood, bic, aic, n_params)
 
     if args.out is not None:
@@ -1513,7 +1530,7 @@ def _parser() -> argparse.ArgumentParser:
         "--se",
         action="store_true",
         help="standard errors from the observed information (a table, and in the JSON); "
-        "mixtures and regressions",
+        "mixtures, regressions and HMMs, with --missing marginalize too",
     )
     p_fit.add_argument(
         "--progress",

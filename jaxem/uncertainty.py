@@ -8,7 +8,10 @@ constraints (a simplex of K weights has K - 1 of them, a covariance matrix
 its lower triangle), inverted there, and carried to the natural parameters by
 the delta method, so every weight and every covariance entry gets a standard
 error. At a maximum (the gradient vanishes) this equals inverting the Hessian
-in the natural coordinates directly.
+in the natural coordinates directly. The log-likelihood is the model's own
+per unit (``model.unit_log_likelihood``): an HMM's forward log-likelihood of
+each sequence (``lengths=``), a mixture's marginal density of the observed
+entries with ``missing="marginalize"``.
 
 Entries held by ``fixed=``, and entries the model itself holds (a gating's
 reference row, intercepts without ``fit_intercept``) are not parameters: they
@@ -59,6 +62,7 @@ class _Info(NamedTuple):
     bad: np.ndarray  # (U,) bool: free coordinates without information
     jac: np.ndarray  # (M, U) d natural / d unconstrained
     natural_free: np.ndarray  # (M,) bool: natural entries that are parameters
+    depends: np.ndarray  # (M, U) bool: natural entry m is a function of coordinate u
     u_names: tuple
     n_names: tuple
     params: Any  # the validated parameters (the float dtype)
@@ -84,6 +88,42 @@ def _used_coordinates(constraint, u_leaf) -> np.ndarray:
         d = shape[-1]
         return np.broadcast_to(np.tril(np.ones((d, d), bool)), shape).copy()
     return np.ones(shape, bool)
+
+
+def _dependence(leaves, u, params) -> np.ndarray:
+    """``(M, U)``: which unconstrained coordinates each natural entry is a function of.
+
+    From the constraints' structure, not from the Jacobian's values: at a
+    boundary (an HMM's initial probabilities from one sequence) a softmax's
+    derivative underflows to exactly 0, yet the entry still moves with the
+    coordinate. Entries of one probability vector (or one matrix) depend on
+    all of its coordinates; elementwise constraints on their own.
+    """
+    cons = jax.tree.leaves(leaves, is_leaf=lambda c: isinstance(c, _constraints.Constraint))
+    blocks = []
+    for con, ul, nl in zip(cons, jax.tree.leaves(u), jax.tree.leaves(params), strict=True):
+        su, sn = np.shape(ul), np.shape(nl)
+        size_u, size_n = int(np.prod(su, dtype=np.int64)), int(np.prod(sn, dtype=np.int64))
+        if _elementwise(con):
+            block = np.eye(size_n, dtype=bool)
+        elif con is _constraints.simplex and len(su) >= 1:
+            lead = int(np.prod(sn[:-1], dtype=np.int64))
+            block = np.kron(np.eye(lead, dtype=bool), np.ones((sn[-1], su[-1]), bool))
+        elif con is _constraints.positive_definite and len(su) >= 2:
+            lead = int(np.prod(sn[:-2], dtype=np.int64))
+            cell = np.ones((sn[-2] * sn[-1], su[-2] * su[-1]), bool)
+            block = np.kron(np.eye(lead, dtype=bool), cell)
+        else:  # a constraint of the user's: every entry of the leaf on every coordinate
+            block = np.ones((size_n, size_u), bool)
+        blocks.append(block.astype(bool))
+    m = sum(b.shape[0] for b in blocks)
+    total_u = sum(b.shape[1] for b in blocks)
+    out = np.zeros((m, total_u), bool)
+    r = c = 0
+    for b in blocks:
+        out[r : r + b.shape[0], c : c + b.shape[1]] = b
+        r, c = r + b.shape[0], c + b.shape[1]
+    return out
 
 
 def _elementwise(constraint) -> bool:
@@ -194,7 +234,8 @@ def _information(model, params, x, sample_weight, fixed, lengths, missing, chunk
     cov, bad_free = _invert(info, jnp.finfo(flat_u.dtype).eps)
     bad = np.zeros_like(free)
     bad[np.flatnonzero(free)[bad_free]] = True
-    return _Info(cov, free, bad, jac, natural_free, _labels(u), _labels(params), params)
+    depends = _dependence(leaves, u, params)
+    return _Info(cov, free, bad, jac, natural_free, depends, _labels(u), _labels(params), params)
 
 
 def _program(model, leaves, unravel, chunking):
@@ -223,15 +264,35 @@ def _invert(info: np.ndarray, eps: float):
     """``(covariance, unidentified)`` of a symmetric information matrix.
 
     Coordinates that load on eigenvalues at or below the matrix's resolution
-    (or on negative ones: not a maximum) are unidentified: NaN rows and
-    columns; the rest is the inverse of the information restricted to them.
+    (or on negative ones: not a maximum), or whose entries are not finite, are
+    unidentified: NaN rows and columns; the rest is the inverse of the
+    information restricted to them.
     """
     p = info.shape[0]
     bad = np.zeros(p, bool)
     if p == 0:
         return np.zeros((0, 0)), bad
-    if not np.all(np.isfinite(info)):
-        return np.full((p, p), np.nan), np.ones(p, bool)
+    finite = np.isfinite(info)
+    if not finite.all():
+        # A coordinate whose second derivatives are not finite is unidentified, the rest
+        # keep theirs: at a boundary (an HMM's initial probability ~1e-200, from one
+        # sequence) the Hessian of log(softmax(u)) is 0/0 along that coordinate only,
+        # and its cross-information with the others underflows to 0 anyway.
+        broken = np.zeros(p, bool)
+        while True:  # drop the coordinate in the most non-finite entries, until none are left
+            keep = np.flatnonzero(~broken)
+            nonfinite = ~finite[np.ix_(keep, keep)]
+            if not nonfinite.any():
+                break
+            broken[keep[np.argmax(nonfinite.sum(axis=0) + nonfinite.sum(axis=1))]] = True
+        if broken.all():
+            return np.full((p, p), np.nan), np.ones(p, bool)
+        sub_cov, sub_bad = _invert(info[np.ix_(keep, keep)], eps)
+        cov = np.full((p, p), np.nan)
+        cov[np.ix_(keep, keep)] = sub_cov
+        bad = broken.copy()
+        bad[keep[sub_bad]] = True
+        return cov, bad
     sym = 0.5 * (info + info.T)
     vals, vecs = np.linalg.eigh(sym)
     top = max(float(np.max(np.abs(vals))), np.finfo(np.float64).tiny)
@@ -265,7 +326,7 @@ def _natural_covariance(info: _Info) -> np.ndarray:
     good = ~info.bad[idx]
     cov = jac[:, good] @ info.cov_u[np.ix_(good, good)] @ jac[:, good].T
     # A natural entry that moves along an unidentified direction has no standard error.
-    touched = np.any(np.abs(jac[:, ~good]) > 0, axis=1) if (~good).any() else None
+    touched = np.any(info.depends[:, idx[~good]], axis=1) if (~good).any() else None
     nan = ~info.natural_free if touched is None else (~info.natural_free | touched)
     cov[nan, :] = np.nan
     cov[:, nan] = np.nan
@@ -346,10 +407,17 @@ def standard_errors(
     Compute in float64 (``with jax.enable_x64(True):``) for numbers to trust:
     a float32 Hessian carries float32's rounding in every entry.
 
+    Args:
+        model, params, x: as for :func:`covariance`.
+        sample_weight, fixed, lengths, missing: as given to ``em.fit``.
+        chunk_size: rows per chunk for the Hessian.
+
     Example:
         >>> with jax.enable_x64(True):
         ...     se = em.standard_errors(model, res.params, x)
+        ...     se_hmm = em.standard_errors(hmm, res_hmm.params, x, lengths=lengths)
         >>> se.components.mean        # (K,)
+        >>> se_hmm.transition         # (K, K); se_hmm.initial (K,), se_hmm.emissions
     """
     info = _information(model, params, x, sample_weight, fixed, lengths, missing, chunk_size)
     _warn_unidentified(info)

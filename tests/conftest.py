@@ -188,11 +188,22 @@ TIMED_SLOW = {
 }
 
 
+def _narrowed_files(config) -> set:
+    """Test files the command line named with some of their tests (``file::test``): their
+    other tests are not collected, which says nothing about whether they exist."""
+    out = set()
+    for arg in config.args:
+        if "::" in arg:
+            path = os.path.abspath(arg.split("::")[0])
+            out.add(os.path.relpath(path, config.rootpath).replace(os.sep, "/"))
+    return out
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m 'not slow' deselects
 def pytest_collection_modifyitems(config, items):
     slow = {f"tests/{name}::{test}" for name, tests in TIMED_SLOW.items() for test in tests}
     collected = {item.nodeid for item in items}
-    files = {nid.split("::")[0] for nid in collected}
+    files = {nid.split("::")[0] for nid in collected} - _narrowed_files(config)
     stale = sorted(nid for nid in slow if nid.split("::")[0] in files and nid not in collected)
     if stale:
         raise pytest.UsageError(f"conftest.TIMED_SLOW names tests that do not exist: {stale}")

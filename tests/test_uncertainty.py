@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 from scipy import stats
-from scipy.special import logsumexp
+from scipy.special import logsumexp, softmax
 
 import jaxem as em
 from jaxem import priors
@@ -51,13 +51,14 @@ def log_posterior(t, x, map_priors=False):
     return value
 
 
-def fd_hessian(f, t0, rel=1e-4):
+def fd_hessian(f, t0, rel=1e-4, floor=1e-2):
+    """Central differences, steps ``rel·max(|t|, floor)``."""
     t0 = np.asarray(t0, np.float64)
-    h = rel * np.maximum(np.abs(t0), 1e-2)
+    h = rel * np.maximum(np.abs(t0), floor)
     p = len(t0)
     hess = np.zeros((p, p))
     for i in range(p):
-        for j in range(p):
+        for j in range(i, p):  # symmetric
 
             def at(a, b, i=i, j=j):
                 t = t0.copy()
@@ -65,7 +66,8 @@ def fd_hessian(f, t0, rel=1e-4):
                 t[j] += b * h[j]
                 return f(t)
 
-            hess[i, j] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (4 * h[i] * h[j])
+            value = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (4 * h[i] * h[j])
+            hess[i, j] = hess[j, i] = value
     return hess
 
 
@@ -254,6 +256,191 @@ def test_wald_intervals_cover_the_truth_95_percent_of_the_time():
     assert np.all(rate >= 0.88)
 
 
+# -- HMMs and missing data: the unconstrained coordinates, at any point --------------------------
+# The references below are written in jaxem's unconstrained coordinates (constraints.py: a
+# simplex is softmax([u, 0]), the last entry the reference; positive is exp; a covariance is
+# L L' with L's diagonal exp(u)), so they are comparable at any point, not only at a maximum:
+# the information matrix against central differences of a SciPy log-likelihood, and the
+# natural standard errors against the delta method with a finite-difference Jacobian.
+
+
+def fd_jacobian(f, u0, h=1e-6):
+    u0 = np.asarray(u0, np.float64)
+    cols = []
+    for i in range(len(u0)):
+        e = np.zeros_like(u0)
+        e[i] = h
+        cols.append((f(u0 + e) - f(u0 - e)) / (2 * h))
+    return np.stack(cols, axis=1)
+
+
+def simplex(u):
+    return softmax(np.append(u, 0.0))
+
+
+def check_against_reference(cov, se, loglik, natural, u0, names):
+    """jaxem's unconstrained covariance and natural standard errors against the reference."""
+    assert cov.names == names
+    expected = np.linalg.inv(-fd_hessian(loglik, u0, floor=1.0))
+    scale = np.sqrt(np.outer(np.diag(expected), np.diag(expected)))
+    np.testing.assert_allclose(cov.matrix / scale, expected / scale, atol=1e-4)
+    jac = fd_jacobian(lambda u: np.concatenate([np.ravel(a) for a in natural(u)]), u0)
+    want = np.sqrt(np.diag(jac @ expected @ jac.T))
+    got = np.concatenate([np.ravel(a) for a in jax.tree.leaves(se)])
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def hmm_sequences(seed=0):
+    """Twelve sequences (40–90 steps) of a 2-state Gaussian HMM, each starting at random."""
+    rng = np.random.default_rng(seed)
+    trans, mu, sd = np.array([[0.85, 0.15], [0.25, 0.75]]), np.array([-1.0, 1.5]), [1.0, 0.8]
+    lengths = rng.integers(40, 90, 12)
+    parts = []
+    for t in lengths:
+        z = [rng.integers(2)]
+        for _ in range(t - 1):
+            z.append(rng.choice(2, p=trans[z[-1]]))
+        parts.append(rng.normal(mu[z], np.take(sd, z)))
+    return np.concatenate(parts), lengths
+
+
+def hmm_natural(u):
+    """u = (initial (1,), transition rows (2 × 1), means (2,), log variances (2,))."""
+    return simplex(u[0:1]), np.stack([simplex(u[1:2]), simplex(u[2:3])]), u[3:5], np.exp(u[5:7])
+
+
+def hmm_log_likelihood(u, x, lengths):
+    """The scaled forward recursion, sequence by sequence, float64 NumPy."""
+    initial, trans, mean, var = hmm_natural(u)
+    dens = stats.norm.pdf(x[:, None], mean, np.sqrt(var))  # (ΣT, 2)
+    total = 0.0
+    for d in np.split(dens, np.cumsum(lengths)[:-1]):
+        alpha = initial * d[0]
+        for t in range(1, len(d) + 1):
+            c = alpha.sum()
+            total += np.log(c)
+            if t < len(d):
+                alpha = (alpha / c) @ trans * d[t]
+    return total
+
+
+def test_hmm_standard_errors_equal_finite_differences_of_the_forward_algorithm():
+    x, lengths = hmm_sequences()
+    hmm = em.HMM(em.Normal(), 2)
+    params = em.HMMParams(  # near the maximum (negative definite there), not at it
+        np.array([0.45, 0.55]),
+        np.array([[0.85, 0.15], [0.25, 0.75]]),
+        em.NormalParams(np.array([-1.0, 1.5]), np.array([1.0, 0.64])),
+    )
+    with jax.enable_x64(True):
+        cov = em.covariance(hmm, params, x, lengths=lengths, coordinates="unconstrained")
+        se = em.standard_errors(hmm, params, x, lengths=lengths)
+    a = params.transition
+    u0 = np.array(
+        [
+            np.log(params.initial[0] / params.initial[1]),
+            np.log(a[0, 0] / a[0, 1]),
+            np.log(a[1, 0] / a[1, 1]),
+            *params.emissions.mean,
+            *np.log(params.emissions.var),
+        ]
+    )
+    names = (
+        ".initial[0]",
+        ".transition[0, 0]",
+        ".transition[1, 0]",
+        ".emissions.mean[0]",
+        ".emissions.mean[1]",
+        ".emissions.var[0]",
+        ".emissions.var[1]",
+    )
+    loglik = functools.partial(hmm_log_likelihood, x=x, lengths=lengths)
+    check_against_reference(cov, se, loglik, hmm_natural, u0, names)
+
+
+@pytest.mark.parametrize("tail", [1e-50, 0.0])
+def test_hmm_initial_probabilities_on_the_boundary_have_no_standard_error(tail):
+    """One sequence: the initial probabilities' maximum is a vertex of the simplex (EM
+    leaves ~1e-50 there, or 0). Both get NaN with a warning, though the softmax's derivative
+    underflows to exactly 0 (1e-50) or its Hessian is 0/0 (0); the rest keep theirs."""
+    x, lengths = hmm_sequences()
+    hmm = em.HMM(em.Normal(), 2)
+    params = em.HMMParams(
+        np.array([1.0 - tail, tail]),
+        np.array([[0.85, 0.15], [0.25, 0.75]]),
+        em.NormalParams(np.array([-1.0, 1.5]), np.array([1.0, 0.64])),
+    )
+    with jax.enable_x64(True), pytest.warns(RuntimeWarning, match="initial"):
+        se = em.standard_errors(hmm, params, x[: lengths[0]])
+    assert np.isnan(se.initial).all()
+    assert np.isfinite(se.transition).all() and np.isfinite(se.emissions.mean).all()
+    assert np.isfinite(se.emissions.var).all()
+
+
+def mvn_with_missing(seed=1, n=400):
+    """Two bivariate normals; 20% of the entries NaN (some rows wholly)."""
+    rng = np.random.default_rng(seed)
+    z = rng.random(n) < 0.4
+    x = np.where(
+        z[:, None],
+        rng.multivariate_normal([-1, 0.5], [[1, 0.5], [0.5, 1.5]], n),
+        rng.multivariate_normal([2, -1], [[0.8, -0.3], [-0.3, 0.6]], n),
+    )
+    x[rng.random((n, 2)) < 0.2] = np.nan
+    return x
+
+
+def mvn_natural(u):
+    """u = (weights (1,), means (2 × 2), per component (log L00, L10, log L11))."""
+    covs = []
+    for k in range(2):
+        a, b, c = u[5 + 3 * k : 8 + 3 * k]
+        chol = np.array([[np.exp(a), 0.0], [b, np.exp(c)]])
+        covs.append(chol @ chol.T)
+    return simplex(u[0:1]), u[1:5].reshape(2, 2), np.stack(covs)
+
+
+def mvn_observed_log_likelihood(u, x):
+    """Σ_i log Σ_k w_k N(x_i,obs | μ_k,obs, Σ_k,obs,obs), pattern by pattern (SciPy)."""
+    w, mean, covs = mvn_natural(u)
+    observed = ~np.isnan(x)
+    total = 0.0
+    for pattern in ([True, True], [True, False], [False, True]):  # all-NaN rows add log 1
+        rows = np.all(observed == pattern, axis=1)
+        idx = np.flatnonzero(pattern)
+        xo = x[np.ix_(rows, idx)]
+        lj = [
+            np.log(w[k])
+            + stats.multivariate_normal.logpdf(xo, mean[k, idx], covs[k][np.ix_(idx, idx)])
+            for k in range(2)
+        ]
+        total += logsumexp(np.stack([np.reshape(v, -1) for v in lj], axis=1), axis=1).sum()
+    return total
+
+
+def test_standard_errors_with_missing_values_marginalized_equal_finite_differences():
+    x = mvn_with_missing()
+    model = em.Mixture(em.MultivariateNormal("full"), 2)
+    covs = np.array([[[1, 0.5], [0.5, 1.5]], [[0.8, -0.3], [-0.3, 0.6]]])
+    params = em.MixtureParams(
+        np.array([0.4, 0.6]), em.MultivariateNormalParams(np.array([[-1, 0.5], [2, -1.0]]), covs)
+    )
+    with jax.enable_x64(True):
+        cov = em.covariance(model, params, x, coordinates="unconstrained", missing="marginalize")
+        se = em.standard_errors(model, params, x, missing="marginalize")
+    u0 = [np.log(0.4 / 0.6), *params.components.mean.ravel()]
+    for k in range(2):
+        chol = np.linalg.cholesky(covs[k])
+        u0 += [np.log(chol[0, 0]), chol[1, 0], np.log(chol[1, 1])]
+    names = (
+        ".weights[0]",
+        *(f".components.mean[{k}, {j}]" for k in range(2) for j in range(2)),
+        *(f".components.cov[{k}, {i}, {j}]" for k in range(2) for i, j in ((0, 0), (1, 0), (1, 1))),
+    )
+    loglik = functools.partial(mvn_observed_log_likelihood, x=x)
+    check_against_reference(cov, se, loglik, mvn_natural, np.array(u0), names)
+
+
 # -- the bootstrap -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_bootstrap_replicates_are_em_fits_and_agree_with_the_hessian():
@@ -349,7 +536,98 @@ def test_cli_se_is_the_library_at_the_printed_estimates(tmp_path, capsys):
     np.testing.assert_allclose(got["mean"], se.components.mean, rtol=1e-6)
     np.testing.assert_allclose(got["var"], se.components.var, rtol=1e-6)
     np.testing.assert_allclose(got["weights"], se.weights, rtol=1e-6)
-    assert cli.main(["fit", str(path), "-k", "2", "--se", "--model", "hmm"]) == 2
+
+
+@pytest.mark.slow
+def test_cli_se_for_an_hmm_is_the_library_at_the_printed_estimates(tmp_path, capsys):
+    """`jaxem fit --model hmm --sequence-column id --se`: the JSON's standard errors are
+    em.standard_errors with the fit's lengths, at the JSON's estimates; both tables print."""
+    import json
+
+    from jaxem import cli
+
+    x, lengths = hmm_sequences()
+    ids = np.repeat(np.arange(len(lengths)), lengths)
+    path, out = tmp_path / "seqs.csv", tmp_path / "hmm.json"
+    path.write_text("id,x\n" + "".join(f"s{i},{v:.17g}\n" for i, v in zip(ids, x, strict=True)))
+    argv = ["fit", str(path), "--model", "hmm", "-k", "2", "--sequence-column", "id", "--se",
+            "--restarts", "2", "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "se initial" in printed and "standard errors of the transition probabilities" in printed
+    record = json.loads(out.read_text())
+    p = record["params"]
+    params = em.HMMParams(
+        np.asarray(p["initial"]),
+        np.asarray(p["transition"]),
+        em.NormalParams(np.asarray(p["mean"]), np.asarray(p["var"])),
+    )
+    with jax.enable_x64(True):
+        se = em.standard_errors(em.HMM(em.Normal(), 2), params, x, lengths=lengths)
+    got = record["standard_errors"]
+    assert set(got) == {"initial", "transition", "mean", "var"}
+    np.testing.assert_allclose(got["initial"], se.initial, rtol=1e-6)
+    np.testing.assert_allclose(got["transition"], se.transition, rtol=1e-6)
+    np.testing.assert_allclose(got["mean"], se.emissions.mean, rtol=1e-6)
+    np.testing.assert_allclose(got["var"], se.emissions.var, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_se_with_missing_values_is_the_librarys_marginal_one(tmp_path, capsys):
+    """`jaxem fit --missing marginalize --se`: em.standard_errors(missing="marginalize")."""
+    import json
+
+    from jaxem import cli
+
+    x = mvn_with_missing()
+    path, out = tmp_path / "gaps.csv", tmp_path / "fit.json"
+    np.savetxt(path, x, delimiter=",", header="a,b", comments="")
+    argv = ["fit", str(path), "-k", "2", "--missing", "marginalize", "--se", "--restarts", "2",
+            "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert "se mean a" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    p = record["params"]
+    params = em.MixtureParams(
+        np.asarray(p["weights"]),
+        em.MultivariateNormalParams(np.asarray(p["mean"]), np.asarray(p["cov"])),
+    )
+    model = em.Mixture(em.MultivariateNormal("full"), 2)
+    with jax.enable_x64(True):
+        se = em.standard_errors(model, params, x, missing="marginalize")
+    got = record["standard_errors"]
+    np.testing.assert_allclose(got["weights"], se.weights, rtol=1e-6)
+    np.testing.assert_allclose(got["mean"], se.components.mean, rtol=1e-6)
+    np.testing.assert_allclose(got["cov"], se.components.cov, rtol=1e-6)
+
+
+def test_cli_se_of_an_hmm_prints_and_records_every_piece(capsys):
+    """The HMM's --se table and JSON (the end-to-end run is in the slow pass): the
+    library's numbers with the fit's lengths, per state, and the K×K transition block."""
+    import types
+
+    from jaxem import cli
+
+    x, lengths = hmm_sequences()
+    hmm = em.HMM(em.Normal(), 2)
+    params = em.HMMParams(
+        np.array([0.45, 0.55]),
+        np.array([[0.85, 0.15], [0.25, 0.75]]),
+        em.NormalParams(np.array([-1.0, 1.5]), np.array([1.0, 0.64])),
+    )
+    args = types.SimpleNamespace(se=True, out=None, _se_names=["x"])
+    se = cli._standard_errors(args, hmm, params, x, lengths=lengths, missing=None)
+    with jax.enable_x64(True):
+        want = em.standard_errors(hmm, params, x, lengths=lengths)
+    for got, expected in zip(jax.tree.leaves(se), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    printed = capsys.readouterr().out
+    assert "state  se initial   se mean    se var" in printed
+    assert "standard errors of the transition probabilities (row: from, column: to)" in printed
+    assert f"{want.transition[1, 0]:.5g}" in printed
+    record = cli._se_record(se)["standard_errors"]
+    assert list(record) == ["initial", "transition", "mean", "var"]
+    np.testing.assert_array_equal(record["transition"], want.transition)
 
 
 @pytest.mark.slow
