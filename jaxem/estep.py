@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 
 from jaxem import _validation
 
@@ -34,7 +33,14 @@ def e_step(log_joint):
         ``(resp, row_ll)``: responsibilities ``(N, K)`` (rows sum to 1) and
         ``log p(x_i | θ)``, ``(N,)``.
     """
-    return jax.nn.softmax(log_joint, axis=-1), logsumexp(log_joint, axis=-1)
+    # One max, one exp pass and one sum serve both results (softmax and
+    # logsumexp separately would each make their own). A row that is -inf
+    # throughout gets NaN responsibilities and -inf, as softmax/logsumexp give.
+    top = jax.lax.stop_gradient(jnp.max(log_joint, axis=-1, keepdims=True))
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    scaled = jnp.exp(log_joint - top)
+    total = jnp.sum(scaled, axis=-1, keepdims=True)
+    return scaled / total, (top + jnp.log(total))[..., 0]
 
 
 def pin_labels(log_joint, labels):
