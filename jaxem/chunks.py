@@ -76,6 +76,7 @@ def plan(
     n_devices: int = 1,
     backend: str | None = None,
     restarts: int = 1,
+    gemm_width: int | None = None,
 ) -> Chunking | None:
     """Chunks for ``n`` rows of ``d`` features and ``k`` states, or ``None`` for one pass.
 
@@ -84,10 +85,19 @@ def plan(
     (K·D))``), else chunks of about ``target`` rows. An integer asks for that
     many rows per chunk (one pass if ``>= n``). With several devices the chunks
     are strided and their size a multiple of the device count.
+
+    ``gemm_width``: the model's passes over the rows are matrix products of
+    this many floats per row (no ``(rows, K, D)`` temporaries), which caches
+    do not favour chunking: chunks then only bound memory, at the
+    accelerators' ``2^25`` floats on a CPU too.
     """
     d = max(d, 1)
     if chunk_size is None:
-        target = max(1024, target_floats(backend, restarts) // (k * d))
+        if gemm_width:
+            floats = max(target_floats(backend, restarts), _ACCELERATOR_FLOATS // max(restarts, 1))
+            target = max(1024, floats // gemm_width)
+        else:
+            target = max(1024, target_floats(backend, restarts) // (k * d))
         if n <= 2 * target:
             return None
         size = math.ceil(n / math.ceil(n / target))

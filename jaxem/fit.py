@@ -649,9 +649,18 @@ def fit(
         n = _validation.n_units(x)
     features = _validation.unit_size(x)
     backend = _validation.backend(lead)
-    chunking = _chunks.plan(n, n_states, features, chunk_size, n_devices, backend, restarts)
-    masks = _fixed_masks(model, fixed, x, starts, from_keys)
     in_turn = _in_turn(backend, progress, restarts)
+    chunking = _chunks.plan(
+        n,
+        n_states,
+        features,
+        chunk_size,
+        n_devices,
+        backend,
+        1 if in_turn else restarts,
+        gemm_width=model._gemm_rows(extra, features),
+    )
+    masks = _fixed_masks(model, fixed, x, starts, from_keys)
     program = _compiled(
         model, _history_length(max_iter), from_keys, accelerate, progress, chunking, masks, in_turn
     )

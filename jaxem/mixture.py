@@ -644,6 +644,14 @@ class Mixture(Model):
             self._compiled[key] = shapes
         return self._compiled[key]
 
+    def _gemm_rows(self, extra, d: int) -> int | None:
+        if extra.observed is not None or self.gating is not None or self.m_step is not None:
+            return None
+        widths = [getattr(f, "gemm_row_floats", lambda d, k: None)(d, k) for f, k in self._blocks]
+        if any(w is None for w in widths):
+            return None
+        return max(widths) + 2 * self.n_components
+
     def _pads_units(self, from_keys: bool) -> bool:
         if not is_jaxem_code(type(self)) or self.m_step is not None:
             return False

@@ -313,6 +313,11 @@ class Model:
         params = jax.eval_shape(self._draw, jax.random.key(0), x)
         return int(jax.eval_shape(self.log_joint, params, x).shape[-1])
 
+    def _gemm_rows(self, extra, d: int) -> int | None:
+        """Floats per row when every pass over the rows is a matrix product
+        (:func:`jaxem.chunks.plan`'s ``gemm_width``), else ``None``."""
+        return None
+
     def _pads_units(self, from_keys: bool) -> bool:
         """Whether ``fit`` may pad the units to a bucket size (:mod:`jaxem._buckets`).
 
@@ -355,6 +360,15 @@ class Model:
                 )
         if not trace:
             return params
+        # Tracing log_joint is most of a small fit's host time: once per signature.
+        signature = tuple(
+            (jax.tree.structure(t), tuple((np.shape(a), np.result_type(a)) for a in leaves))
+            for t in (params, x)
+            for leaves in [jax.tree.leaves(t)]
+        )
+        checked = self.__dict__.setdefault("_shapes_checked", set())
+        if signature in checked:
+            return params
         shapes = jax.tree.map(np.shape, x)
         n = _validation.n_units(x)
         try:
@@ -374,4 +388,7 @@ class Model:
             raise ValueError(
                 f"log_prior(params) must return a scalar; it returned shape {lp.shape}."
             )
+        if len(checked) >= 64:
+            checked.clear()
+        checked.add(signature)
         return params

@@ -204,9 +204,22 @@ def test_inverse_wishart_support_and_validation():
         prior.log_prob(np.eye(3))
 
 
+@pytest.fixture(params=["expanded", "exact"])
+def path(request, monkeypatch):
+    """Densities and statistics by the expanded GEMM forms (at any row count) or
+    by the exact centred passes (the expanded ones turned off)."""
+    from jaxem.families import mvn
+
+    if request.param == "expanded":
+        monkeypatch.setattr(mvn, "_EXPANSION_MIN_ROWS", 0)
+    else:
+        monkeypatch.setattr(mvn, "_FEATURES_BUDGET", 0)
+    return request.param
+
+
 # ------------------------------------------------------------------ densities
 @pytest.mark.parametrize("kind", TYPES)
-def test_log_prob_components_matches_naive_and_scipy(kind):
+def test_log_prob_components_matches_naive_and_scipy(kind, path):
     rng = np.random.default_rng(11)
     k, d = 4, 3
     params = random_params(rng, kind, k, d)
@@ -248,17 +261,25 @@ def test_float32_log_prob_far_from_the_origin(kind):
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["diag", "spherical"])
+@pytest.mark.parametrize("kind", TYPES)
 def test_float32_expanded_forms_fall_back_where_they_would_cancel(kind, monkeypatch):
-    """Tight components far apart: the one-GEMM forms (x² - 2xm + m²) would lose
-    float32 digits, so densities and statistics come from the exact centred
-    passes; with the guard turned off the same numbers are visibly worse."""
+    """Tight components far apart: the one-GEMM forms (x² - 2xm + m², or
+    xᵀPx - 2mᵀPx + mᵀPm) would lose float32 digits, so densities and statistics
+    come from the exact centred passes; with the guard turned off the same
+    numbers are visibly worse."""
     from jaxem.families import mvn
+
+    monkeypatch.setattr(mvn, "_EXPANSION_MIN_ROWS", 0)
 
     rng = np.random.default_rng(4)
     k, d, n = 3, 4, 300
     mean = rng.normal(0, 50, (k, d))
-    var = np.full((k, d), 1e-2) if kind == "diag" else np.full(k, 1e-2)
+    var = {
+        "full": np.broadcast_to(1e-2 * np.eye(d), (k, d, d)),
+        "tied": 1e-2 * np.eye(d),
+        "diag": np.full((k, d), 1e-2),
+        "spherical": np.full(k, 1e-2),
+    }[kind]
     labels = rng.integers(0, k, n)
     x = (mean[labels] + 0.1 * rng.normal(size=(n, d))).astype(np.float32)
     params = MultivariateNormalParams(mean.astype(np.float32), var.astype(np.float32))
@@ -266,7 +287,11 @@ def test_float32_expanded_forms_fall_back_where_they_would_cancel(kind, monkeypa
     fam = MultivariateNormal(kind)
     ref_lp = ref_log_prob_components(kind, as_np(params), x.astype(np.float64))
     diff = x.astype(np.float64)[None] - mean[:, None]
-    ref_s2 = np.einsum("nk,knd->kd", resp, diff * diff)
+    ref_s2 = np.einsum("nk,knd,kne->kde", resp, diff, diff)
+    if kind in ("diag", "spherical"):
+        ref_s2 = np.diagonal(ref_s2, axis1=1, axis2=2)
+    # off-diagonal sums are ~0: errors are measured against each component's variances
+    scale = np.max(np.abs(ref_s2).reshape(k, -1), axis=1).reshape((k,) + (1,) * (ref_s2.ndim - 1))
 
     def evaluate():
         p32 = jax.tree.map(jnp.asarray, params)
@@ -274,13 +299,13 @@ def test_float32_expanded_forms_fall_back_where_they_would_cancel(kind, monkeypa
 
     lp, s2 = evaluate()
     np.testing.assert_allclose(np.asarray(lp), ref_lp, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(s2), ref_s2, rtol=1e-4)
+    assert np.max(np.abs(np.asarray(s2) - ref_s2) / scale) < 1e-4
     monkeypatch.setattr(mvn, "EXPANSION_TOL", np.inf)
     lp_bad, s2_bad = evaluate()
     near = ref_lp > -50  # the entries that carry responsibility
     error, error_bad = (np.max(np.abs(np.asarray(a) - ref_lp)[near]) for a in (lp, lp_bad))
     assert error_bad > 10 * error
-    assert np.max(np.abs(np.asarray(s2_bad) / ref_s2 - 1)) > 1e-3
+    assert np.max(np.abs(np.asarray(s2_bad) - ref_s2) / scale) > 1e-3
 
 
 def test_vmapped_expanded_forms_decide_once_for_the_batch():
@@ -304,7 +329,7 @@ def test_vmapped_expanded_forms_decide_once_for_the_batch():
 
 # ------------------------------------------------------------------ sufficient statistics
 @pytest.mark.parametrize("kind", TYPES)
-def test_sufficient_stats_are_additive_and_exact(kind):
+def test_sufficient_stats_are_additive_and_exact(kind, path):
     rng = np.random.default_rng(5)
     k, d, n = 3, 4, 90
     params = random_params(rng, kind, k, d)
@@ -335,6 +360,7 @@ def test_sufficient_stats_are_additive_and_exact(kind):
 def test_row_chunking_changes_nothing(kind, monkeypatch):
     """Large N is processed in row chunks (zero-padded): same densities, stats, gradients."""
     from jaxem import chunks
+    from jaxem.families import mvn
 
     rng = np.random.default_rng(8)
     k, d, n = 3, 3, 203  # 203 = 4 chunks of 56 rows minus 21 padding rows
@@ -352,8 +378,10 @@ def test_row_chunking_changes_nothing(kind, monkeypatch):
 
     with jax.enable_x64(True):
         assert chunks.plan(n, k, d, None) is None
-        one_pass = jax.jit(evaluate)()
+        monkeypatch.setattr(mvn, "_EXPANSION_MIN_ROWS", 0)
+        one_pass = jax.jit(evaluate)()  # the expanded (GEMM) forms, all rows at once
         monkeypatch.setattr(chunks, "plan", lambda n_, k_, d_, size: chunks.Chunking(56, 4, False))
+        monkeypatch.setattr(mvn, "_FEATURES_BUDGET", 0)  # the exact passes, chunk by chunk
         chunked = jax.jit(evaluate)()
     np.testing.assert_allclose(one_pass[0], ref_log_prob_components(kind, params, x), rtol=1e-11)
     for a, b in zip(jax.tree.leaves(one_pass), jax.tree.leaves(chunked), strict=True):
