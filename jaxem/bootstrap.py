@@ -24,6 +24,7 @@ fitted: its components are of different families and keep their places.
 from __future__ import annotations
 
 import itertools
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -101,6 +102,7 @@ def _program(model, hist_len: int, chunking, masks, parametric: bool, in_turn: b
     return jax.jit(turn)
 
 
+@partial(jax.jit, static_argnums=2)
 def _weights(key, w: jax.Array, n_boot: int) -> jax.Array:
     """``(n_boot, N)`` multinomial resampling counts, scaled to the total weight."""
     n = w.shape[0]
@@ -115,9 +117,11 @@ def _weights(key, w: jax.Array, n_boot: int) -> jax.Array:
     return counts * (total / n)
 
 
-def _permutation(ref: np.ndarray, rep: np.ndarray) -> np.ndarray:
-    """The permutation ``π`` maximising ``Σ_k agreement[k, π(k)]`` (K ≤ 7: exhaustive)."""
-    agreement = ref.T @ rep  # (K, K)
+def _permutation(agreement: np.ndarray) -> np.ndarray:
+    """The permutation ``π`` maximising ``Σ_k agreement[k, π(k)]`` (K ≤ 7: exhaustive).
+
+    ``agreement[k, j] = Σ_i r_ik r'_ij``: the fit's posteriors against a replicate's.
+    """
     k = agreement.shape[0]
     if k <= 7:
         perms = np.array(list(itertools.permutations(range(k))))
@@ -293,8 +297,14 @@ def _match_components(model: Model, params, data, samples):
     if isinstance(model, HMM):  # every sequence's own steps: (ΣT, K)
         mask = np.asarray(data.mask, bool)
         ref, every = ref[mask], every[:, mask]
-    out = []
-    for b in range(every.shape[0]):
-        rep = jax.tree.map(lambda a, b=b: a[b], samples)
-        out.append(_permute(model, rep, _permutation(ref, every[b])))
-    return jax.tree.map(lambda *leaves: np.stack(leaves), *out)
+    agreement = np.einsum("nk,bnj->bkj", ref, every)  # (n_boot, K, K)
+    samples = jax.tree.map(np.array, samples)  # writable copies
+    k = agreement.shape[1]
+    for b in range(agreement.shape[0]):
+        perm = _permutation(agreement[b])
+        if np.array_equal(perm, np.arange(k)):
+            continue  # most replicates, started at the fit, keep its labels
+        rep = _permute(model, jax.tree.map(lambda a, b=b: a[b], samples), perm)
+        for dst, src in zip(jax.tree.leaves(samples), jax.tree.leaves(rep), strict=True):
+            dst[b] = src
+    return samples

@@ -390,8 +390,14 @@ def _bucketed(model: Model, x, n: int, n_devices: int, from_keys: bool) -> bool:
 def _pad_to_bucket(x, sample_weight, extra: Extra, pad):
     """Units repeated up to the bucket size, each repeated unit's weight split among its copies."""
     idx, share = pad
+    return _take_padded(x, sample_weight, extra, jnp.asarray(idx), jnp.asarray(share))
+
+
+@jax.jit
+def _take_padded(x, sample_weight, extra: Extra, idx, share):
+    """:func:`_pad_to_bucket`'s gathers as one program (eagerly, each op its own)."""
     take = functools.partial(_validation.take_units, index=idx)
-    weight = take(sample_weight) * jnp.asarray(share, sample_weight.dtype)
+    weight = take(sample_weight) * share.astype(sample_weight.dtype)
     observed = None if extra.observed is None else take(extra.observed)
     labels = None if extra.labels is None else take(extra.labels)
     return take(x), weight, Extra(observed, labels)

@@ -19,7 +19,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxem import constraints as _constraints
 
@@ -69,6 +68,8 @@ def maximize(
     Returns:
         Parameters whose objective is at least ``objective(params)``.
     """
+    import optax  # here, not at import: 50 ms that only the gradient M-step needs
+
     options = options if options is not None else GradientOptions()
     u0 = _constraints.to_unconstrained(constraint_leaves, params)
     leaves = jax.tree.leaves(u0)
