@@ -34,6 +34,7 @@ import numpy as np
 from jaxem import _programs, _validation
 from jaxem import chunks as _chunks
 from jaxem import fixed as _fixed
+from jaxem.accelerate import ACCELERATORS
 from jaxem.fit import _em_parts, _history_length, _in_turn
 from jaxem.gating import GatingParams
 from jaxem.hmm import HMM, HMMParams
@@ -73,7 +74,9 @@ class BootstrapResult(NamedTuple):
         return lower, upper
 
 
-def _program(model, hist_len: int, chunking, masks, parametric: bool, in_turn: bool):
+def _program(
+    model, hist_len: int, chunking, masks, parametric: bool, in_turn: bool, accelerate=None
+):
     """The jitted replicates: EM from ``start`` for each row of weights (and data).
 
     ``in_turn``: one replicate after the other (``lax.map``), as ``em.fit``
@@ -85,7 +88,7 @@ def _program(model, hist_len: int, chunking, masks, parametric: bool, in_turn: b
             x = _chunks.pad_units(x, chunking)
             w = _chunks.pad_rows(w, chunking, 0)
         begin, keep_going, step = _em_parts(
-            model, x, w, NO_EXTRA, tol, hist_len, None, chunking, masks
+            model, x, w, NO_EXTRA, tol, hist_len, accelerate, chunking, masks
         )
         state = jax.lax.while_loop(lambda s: keep_going(s, max_iter), step, begin(start))
         return state.point.params, state.point.objective, state.converged, state.n_iter
@@ -189,6 +192,7 @@ def bootstrap(
     chunk_size: int | None = None,
     fixed=None,
     lengths=None,
+    accelerate: str | None = None,
 ) -> BootstrapResult:
     """Bootstrap the fit: ``n_boot`` refits in one compiled program, each from ``params``.
 
@@ -201,7 +205,8 @@ def bootstrap(
             multinomial weights) or ``"parametric"`` (new data drawn from the
             fitted model with ``model.sample``; an ``em.Mixture`` of densities).
         key: a ``jax.random.key`` or int seed (required).
-        max_iter, tol, chunk_size, fixed, lengths: as for ``em.fit``.
+        max_iter, tol, chunk_size, fixed, lengths, accelerate: as for ``em.fit``
+            (``accelerate="squarem"``: fewer EM evaluations per replicate).
         sample_weight: the fit's weights: nonparametric replicates resample
             units in proportion to them.
 
@@ -229,6 +234,9 @@ def bootstrap(
     n_boot = _validation.check_int("n_boot", n_boot, 2)
     max_iter = _validation.check_int("max_iter", max_iter, 0)
     tol = _validation.check_tol(tol)
+    if not isinstance(accelerate, (str, type(None))) or accelerate not in ACCELERATORS:
+        raise ValueError(f"accelerate must be None or 'squarem', got {accelerate!r}.")
+    accelerate = None if accelerate == "none" else accelerate
     if key is None:
         raise ValueError("bootstrap needs key= (e.g. key=jax.random.key(0)) to resample.")
     key = _validation.as_key(key)
@@ -253,7 +261,9 @@ def bootstrap(
         replicate_x = data
         weights = _weights(key, w, n_boot)
     k = int(getattr(model, "n_components", 1))
-    chunking = _chunks.plan(n, k, _validation.unit_size(data), chunk_size)
+    features = _validation.unit_size(data)
+    gemm_width = model._gemm_rows(NO_EXTRA, features)
+    chunking = _chunks.plan(n, k, features, chunk_size, gemm_width=gemm_width)
     masks = _fixed.resolve(
         fixed, params, model.constraints, model._event_masks_ok, model._shared_leaf
     )
@@ -261,9 +271,12 @@ def bootstrap(
     lead = _validation.first_leaf(data)
     backend = _validation.backend(lead)
     in_turn = _in_turn(backend, 0, n_boot)
-    cache = ("bootstrap", hist_len, chunking, _fixed.cache_key(masks), parametric, in_turn)
+    options = (hist_len, chunking, _fixed.cache_key(masks), parametric, in_turn, accelerate)
+    cache = ("bootstrap", *options)
     program = _programs.get(
-        model, cache, lambda: _program(model, hist_len, chunking, masks, parametric, in_turn)
+        model,
+        cache,
+        lambda: _program(model, hist_len, chunking, masks, parametric, in_turn, accelerate),
     )
     dtype = _validation.float_dtype()
     samples, objectives, converged, n_iter = program(
