@@ -261,16 +261,17 @@ def bootstrap(
         replicate_x = data
         weights = _weights(key, w, n_boot)
     k = int(getattr(model, "n_components", 1))
+    lead = _validation.first_leaf(data)
+    backend = _validation.backend(lead)
+    in_turn = _in_turn(backend, 0, n_boot)
     features = _validation.unit_size(data)
     gemm_width = model._gemm_rows(NO_EXTRA, features)
-    chunking = _chunks.plan(n, k, features, chunk_size, gemm_width=gemm_width)
+    restarts = 1 if in_turn else n_boot  # replicates that hold their rows' work at once
+    chunking = _chunks.plan(n, k, features, chunk_size, 1, backend, restarts, gemm_width=gemm_width)
     masks = _fixed.resolve(
         fixed, params, model.constraints, model._event_masks_ok, model._shared_leaf
     )
     hist_len = _history_length(max_iter)
-    lead = _validation.first_leaf(data)
-    backend = _validation.backend(lead)
-    in_turn = _in_turn(backend, 0, n_boot)
     options = (hist_len, chunking, _fixed.cache_key(masks), parametric, in_turn, accelerate)
     cache = ("bootstrap", *options)
     program = _programs.get(

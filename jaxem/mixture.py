@@ -650,7 +650,7 @@ class Mixture(Model):
         widths = [getattr(f, "gemm_row_floats", lambda d, k: None)(d, k) for f, k in self._blocks]
         if any(w is None for w in widths):
             return None
-        return max(widths) + 2 * self.n_components
+        return sum(widths) + 2 * self.n_components  # each block builds its own features
 
     def _pads_units(self, from_keys: bool) -> bool:
         if not is_jaxem_code(type(self)) or self.m_step is not None:

@@ -366,7 +366,8 @@ class Model:
             for t in (params, x)
             for leaves in [jax.tree.leaves(t)]
         )
-        checked = self.__dict__.setdefault("_shapes_checked", set())
+        # (kept in _compiled: a per-instance cache, not part of the model's value)
+        checked = self.__dict__.setdefault("_compiled", {}).setdefault("shapes checked", set())
         if signature in checked:
             return params
         shapes = jax.tree.map(np.shape, x)

@@ -275,6 +275,21 @@ def test_an_equal_new_model_reuses_the_compiled_program():
     assert len(_programs._PROGRAMS.keys() - before.keys()) == 1
 
 
+def test_init_fits_check_shapes_once_and_keep_the_models_value():
+    """em.fit(init=) validates init against log_joint once per shape signature
+    (a per-instance cache): the model's value key, which equal models share
+    programs by, is the same after such a fit, and a wrong init still fails."""
+    model = em.Mixture(em.Normal(), 2)
+    key = _programs.value_key(model)
+    start = em.fit(model, X, key=jax.random.key(0), max_iter=3).params
+    em.fit(model, X, init=start, max_iter=3)
+    em.fit(model, X, init=start, max_iter=3)
+    assert _programs.value_key(model) == key == _programs.value_key(em.Mixture(em.Normal(), 2))
+    three = em.MixtureParams(np.full(3, 1 / 3), em.NormalParams(np.zeros(3), np.ones(3)))
+    with pytest.raises(ValueError):
+        em.fit(model, X, init=three._replace(weights=np.full(2, 0.5)), max_iter=3)
+
+
 def test_value_keys_tell_custom_functions_and_settings_apart():
     def log_prob_a(params, x):
         return -0.5 * (x[:, None] - params["loc"]) ** 2
