@@ -3,9 +3,10 @@
 Runs ``em.fit(Mixture(Normal(), K), x, key=0, restarts=R, max_iter=M, tol=0)`` once to compile,
 then once under ``jax.profiler.trace``, reads the trace back with ``jax.profiler.ProfileData``
 and sums the durations of each XLA thunk (fusion, dot, copy, ...) over the XLA threads. Each op
-is matched with its line in the compiled HLO of the same program (via the private
-``jaxem.fit._compiled``, see ``bench_restarts._private_program``), which gives its output
-shape, the jax operation it came from and the HLO opcodes inside it.
+is matched with its line in the optimized HLO of the same program, which XLA writes to a
+temporary directory (``--xla_dump_to``, set before jax is imported; the largest module is the
+EM program): that gives its output shape, the jax operation it came from and the HLO opcodes
+inside it.
 
 Usage:
     python benchmarks/proto_profile_fit.py --case 1e5,16,8,16 --iters 10
@@ -16,19 +17,23 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
+import os
 import re
 import sys
 import tempfile
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+DUMP = tempfile.mkdtemp(prefix="jaxem_hlo_")
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={DUMP}".strip()
+os.environ.setdefault("JAXEM_CACHE_DIR", "off")  # compile here, so that the HLO is dumped
 
-import jaxem as em
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxem as em  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_restarts import _private_program, jaxem_data, make_data  # noqa: E402
+from bench_restarts import jaxem_data, make_data  # noqa: E402
 
 SKIP = ("ThunkExecutor", "while", "conditional", "call")
 
@@ -92,14 +97,8 @@ def main(argv=None):
                 totals[ev.name] += ev.duration_ns / 1e9
                 counts[ev.name] += 1
 
-    program = _private_program(model, args.iters, from_keys=True)
-    keys = jax.random.split(jax.random.key(0), r)
-    xj = jnp.asarray(x)
-    text = (
-        program.lower(xj, jnp.ones(n, xj.dtype), keys, args.iters, jnp.asarray(0.0, xj.dtype))
-        .compile()
-        .as_text()
-    )
+    dumps = glob.glob(f"{DUMP}/*after_optimizations.txt")
+    text = max((Path(f).read_text() for f in dumps), key=len)  # the EM program
     index = hlo_index(text)
 
     its = int(np.max(res.restart_n_iter))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import numbers
 
 import jax
@@ -371,7 +370,7 @@ def prepare_sample_weight(sample_weight, n: int, like=None) -> jax.Array:
         if like is not None and _row_sharded(like):
             sharding = row_sharding(like, 1)
             return jax.jit(lambda: jnp.ones(n, float_dtype()), out_shardings=sharding)()
-        return jnp.ones(n, float_dtype())
+        return jax.device_put(np.ones(n, float_dtype()))  # a transfer, not two small programs
     if isinstance(sample_weight, jax.Array) and not sample_weight.is_fully_addressable:
         return sample_weight.astype(float_dtype())
     w = check_sample_weight(sample_weight, n).astype(np.dtype(float_dtype()))
@@ -458,10 +457,13 @@ def restart_keys(key, restarts: int) -> jax.Array:
     return _fold_in_each(key, restarts)
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _fold_in_each(key, restarts: int):
-    # one compiled program (persistently cached), not a few eager ops per process
+def fold_in_each(key, restarts: int) -> jax.Array:
+    """:func:`restart_keys` traced (inside a program that draws its own starts)."""
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts, dtype=jnp.uint32))
+
+
+# one compiled program (persistently cached), not a few eager ops per process
+_fold_in_each = jax.jit(fold_in_each, static_argnums=1)
 
 
 def check_int(name: str, value, minimum: int, owner: str = "") -> int:

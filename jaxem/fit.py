@@ -320,9 +320,15 @@ def _compiled(
     chunking,
     masks=None,
     in_turn: bool = False,
+    n_keys: int | None = None,
 ):
-    """The jitted EM program for this model (shared by equal models, see ``_programs``)."""
+    """The jitted EM program for this model (shared by equal models, see ``_programs``).
+
+    ``from_keys``: ``starts`` is one key, and the program draws ``n_keys`` random
+    starts from ``fold_in(key, i)`` (:func:`jaxem._validation.restart_keys`).
+    """
     settings = (
+        n_keys,
         in_turn,
         hist_len,
         from_keys,
@@ -336,8 +342,9 @@ def _compiled(
         def run(x, sample_weight, extra, starts, max_iter, tol, x_draw):
             if sample_weight is None:  # unit weights: a broadcast XLA fuses, not an (N,) input
                 sample_weight = jnp.ones(_validation.n_units(x), tol.dtype)
-            if from_keys:
-                starts = jax.vmap(model._draw, in_axes=(0, None))(starts, x_draw)
+            if from_keys:  # the restart keys inside the program: no program of their own
+                keys = _validation.fold_in_each(starts, n_keys)
+                starts = jax.vmap(model._draw, in_axes=(0, None))(keys, x_draw)
             if chunking is not None:
                 # Padded rows repeat row 0 (inside the support) with zero weight.
                 observed = extra.observed
@@ -390,7 +397,7 @@ def _bucketed(model: Model, x, n: int, n_devices: int, from_keys: bool) -> bool:
 def _pad_to_bucket(x, sample_weight, extra: Extra, pad):
     """Units repeated up to the bucket size, each repeated unit's weight split among its copies."""
     idx, share = pad
-    return _take_padded(x, sample_weight, extra, jnp.asarray(idx), jnp.asarray(share))
+    return _take_padded(x, sample_weight, extra, idx, share)  # host arrays: no staging ops
 
 
 @jax.jit
@@ -640,7 +647,7 @@ def fit(
                 "this model has no init(key, x) to draw random starts: pass init= or build "
                 "the model with em.Model(..., init=...)."
             )
-        starts = _validation.restart_keys(_validation.as_key(key), restarts)
+        starts = _validation.as_key(key)  # the program folds in each restart's index
         from_keys = True
     n_states = _n_states(model, x, starts, from_keys)
     if labels is not None:
@@ -668,7 +675,15 @@ def fit(
     )
     masks = _fixed_masks(model, fixed, x, starts, from_keys)
     program = _compiled(
-        model, _history_length(max_iter), from_keys, accelerate, progress, chunking, masks, in_turn
+        model,
+        _history_length(max_iter),
+        from_keys,
+        accelerate,
+        progress,
+        chunking,
+        masks,
+        in_turn,
+        restarts if from_keys else None,
     )
     # Random starts come from rows that count: a zero-weight row must not seed a component.
     if user_weights is None:
@@ -702,7 +717,8 @@ def fit(
     # bucketed: always weights, so a full bucket and a padded one share a program
     weights_arg = None if user_weights is None and not bucketed else sample_weight
     dtype = _validation.float_dtype()
-    final, _ = program(x, weights_arg, extra, starts, max_iter, jnp.asarray(tol, dtype), x_draw)
+    tol_arg = np.asarray(tol, dtype)  # a host scalar: no small program of its own
+    final, _ = program(x, weights_arg, extra, starts, max_iter, tol_arg, x_draw)
 
     objectives = np.asarray(final.point.objective, dtype=np.float64)
     n_iters = np.asarray(final.n_iter)

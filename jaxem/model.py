@@ -362,7 +362,7 @@ class Model:
             return params
         # Tracing log_joint is most of a small fit's host time: once per signature.
         signature = tuple(
-            (jax.tree.structure(t), tuple((np.shape(a), np.result_type(a)) for a in leaves))
+            (jax.tree.structure(t), tuple((np.shape(a), _dtype_of(a)) for a in leaves))
             for t in (params, x)
             for leaves in [jax.tree.leaves(t)]
         )
@@ -393,3 +393,8 @@ class Model:
             checked.clear()
         checked.add(signature)
         return params
+
+
+def _dtype_of(leaf) -> np.dtype:
+    """A leaf's dtype: an array's own, else NumPy's reading of a Python number or list."""
+    return np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.result_type(leaf)
