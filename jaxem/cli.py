@@ -609,8 +609,7 @@ def _report_hmm(
         print(f"   ({note})")
     transition = np.asarray(params.transition, np.float64)
     print("   transition probabilities (row: from, column: to):")
-    t_rows = [[i + 1] + [f"{v:.4f}" for v in transition[i]] for i in range(args.k)]
-    _print_table(args, ["from"] + [f"to {j + 1}" for j in range(args.k)], t_rows, keep=1)
+    _print_transition(args, transition, lambda v: f"{v:.4f}")
     args._se_names = names
     se = _standard_errors(args, model, params, xx, **fit_kwargs)
     _print_summary(args, res, elapsed, ll, bic, aic, n_params)
@@ -833,13 +832,18 @@ def _standard_errors(args, model, params, data, **kwargs):
     print("   standard errors (observed information, float64):")
     _print_table(args, headers, rows)
     if hmm:
-        transition = np.asarray(se.transition, np.float64)
         print("   standard errors of the transition probabilities (row: from, column: to):")
-        t_rows = [[i + 1] + [_fmt(v) for v in transition[i]] for i in range(k)]
-        _print_table(args, ["from"] + [f"to {j + 1}" for j in range(k)], t_rows, keep=1)
+        _print_transition(args, np.asarray(se.transition, np.float64), _fmt)
     if skipped:
         print(f"   (standard errors of {', '.join(skipped)} are in the JSON, --out)")
     return se
+
+
+def _print_transition(args, matrix: np.ndarray, fmt) -> None:
+    """A ``(K, K)`` matrix over states as a table, rows "from", columns "to"."""
+    k = matrix.shape[0]
+    rows = [[i + 1] + [fmt(v) for v in matrix[i]] for i in range(k)]
+    _print_table(args, ["from"] + [f"to {j + 1}" for j in range(k)], rows, keep=1)
 
 
 def _se_record(se) -> dict:

@@ -402,7 +402,7 @@ def _pad_to_bucket(x, sample_weight, extra: Extra, pad):
 
 @jax.jit
 def _take_padded(x, sample_weight, extra: Extra, idx, share):
-    """:func:`_pad_to_bucket`'s gathers as one program (eagerly, each op its own)."""
+    """:func:`_pad_to_bucket`'s gathers as one program (run eagerly, each op would be one)."""
     take = functools.partial(_validation.take_units, index=idx)
     weight = take(sample_weight) * share.astype(sample_weight.dtype)
     observed = None if extra.observed is None else take(extra.observed)

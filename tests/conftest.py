@@ -14,6 +14,20 @@ os.environ.setdefault("JAXEM_CACHE_DIR", "off")
 os.environ["COLUMNS"] = "100"
 
 
+def gaussian_hmm_sequences(rng, trans, mean, sd, lengths) -> np.ndarray:
+    """Concatenated sequences of a Gaussian HMM (NumPy, for references), each starting in a
+    uniformly drawn state: ``trans (K, K)``, ``mean``/``sd`` ``(K,)``, one length per sequence."""
+    trans, mean, sd = np.asarray(trans), np.asarray(mean), np.asarray(sd)
+    k = len(mean)
+    parts = []
+    for t in lengths:
+        z = [rng.integers(k)]
+        for _ in range(t - 1):
+            z.append(rng.choice(k, p=trans[z[-1]]))
+        parts.append(rng.normal(mean[z], sd[z]))
+    return np.concatenate(parts)
+
+
 def normal_mixture_log_posterior(
     x,
     weights,

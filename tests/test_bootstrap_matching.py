@@ -12,6 +12,7 @@ observed information's.
 import jax
 import numpy as np
 import pytest
+from conftest import gaussian_hmm_sequences
 
 import jaxem as em
 from jaxem import _validation
@@ -42,18 +43,13 @@ def hmm_data(seed=0):
     rng = np.random.default_rng(seed)
     trans = np.array([[0.8, 0.15, 0.05], [0.1, 0.8, 0.1], [0.2, 0.1, 0.7]])
     lengths = rng.integers(30, 60, 8)
-    parts = []
-    for t in lengths:
-        z = [rng.integers(3)]
-        for _ in range(t - 1):
-            z.append(rng.choice(3, p=trans[z[-1]]))
-        parts.append(rng.normal(np.array([-4.0, 0.0, 4.0])[z], 1.0))
+    x = gaussian_hmm_sequences(rng, trans, [-4.0, 0.0, 4.0], np.ones(3), lengths)
     params = em.HMMParams(
         np.array([0.2, 0.3, 0.5]),
         trans,
         em.NormalParams(np.array([-4.0, 0.0, 4.0]), np.array([1.0, 0.8, 1.2])),
     )
-    return np.concatenate(parts), lengths, params
+    return x, lengths, params
 
 
 def test_hmm_permutation_is_the_same_model_and_matching_undoes_it():
@@ -137,13 +133,7 @@ def two_state_sequences(seed=4, n_seq=40):
     rng = np.random.default_rng(seed)
     trans, mu, sd = np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([-2.0, 2.0]), np.array([1, 0.7])
     lengths = rng.integers(30, 70, n_seq)
-    parts = []
-    for t in lengths:
-        z = [rng.integers(2)]
-        for _ in range(t - 1):
-            z.append(rng.choice(2, p=trans[z[-1]]))
-        parts.append(rng.normal(mu[z], sd[z]))
-    return np.concatenate(parts), lengths
+    return gaussian_hmm_sequences(rng, trans, mu, sd, lengths), lengths
 
 
 @pytest.mark.slow

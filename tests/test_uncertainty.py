@@ -13,6 +13,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
+from conftest import gaussian_hmm_sequences
 from scipy import stats
 from scipy.special import logsumexp, softmax
 
@@ -295,13 +296,7 @@ def hmm_sequences(seed=0):
     rng = np.random.default_rng(seed)
     trans, mu, sd = np.array([[0.85, 0.15], [0.25, 0.75]]), np.array([-1.0, 1.5]), [1.0, 0.8]
     lengths = rng.integers(40, 90, 12)
-    parts = []
-    for t in lengths:
-        z = [rng.integers(2)]
-        for _ in range(t - 1):
-            z.append(rng.choice(2, p=trans[z[-1]]))
-        parts.append(rng.normal(mu[z], np.take(sd, z)))
-    return np.concatenate(parts), lengths
+    return gaussian_hmm_sequences(rng, trans, mu, sd, lengths), lengths
 
 
 def hmm_natural(u):

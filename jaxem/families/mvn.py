@@ -564,8 +564,8 @@ def _expansion_accurate(xc, mc, prec):
     cancellation, with ``c`` the centring point (``xc = x - c``, ``mc = m - c``);
     bounded over the rows with each feature's largest ``(x - c)²`` (per term:
     diagonal). With a precision matrix ``P`` (``prec`` ``(K, D, D)``) the
-    ``D(D+1)/2 + D`` terms' losses add up to at most ``eps · sᵀ|P|s``,
-    ``s² = max (x - c)² + (m - c)²``: that sum is bounded.
+    ``D(D+1)/2 + D`` terms' losses, independent, add up in root-sum-square:
+    :func:`_quadratic_bound`, with ``s² = max (x - c)² + (m - c)²``.
     """
     xc, mc, prec = jax.lax.stop_gradient((xc, mc, prec))  # a decision, not a value
     spread = jnp.max(xc * xc, axis=0)  # (D,)
