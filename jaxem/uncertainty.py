@@ -238,24 +238,36 @@ def _information(model, params, x, sample_weight, fixed, lengths, missing, chunk
     return _Info(cov, free, bad, jac, natural_free, depends, _labels(u), _labels(params), params)
 
 
+def log_posterior(model, leaves, unravel, chunking):
+    """``objective(flat_u, data, w, observed)``: ``Σ_i w_i log p(x_i | θ) + log prior(θ)``.
+
+    ``θ`` is ``unravel(flat_u)`` mapped from the unconstrained coordinates of
+    ``leaves`` (the model's constraints broadcast to the parameters); rows in
+    ``chunking``'s chunks, each recomputed in the backward pass (bounded memory).
+    """
+
+    def objective(flat, data, w, observed):
+        theta = _constraints.to_constrained(leaves, unravel(flat))
+
+        def rows(xb, wb, ob):
+            ll = model.unit_log_likelihood(theta, xb, ob)
+            return jnp.sum(jnp.where(wb > 0, wb * ll, 0)), None
+
+        total, _ = _chunks.rows_sum(rows, chunking, data, w, observed, checkpoint=True)
+        return total + model.log_prior(theta)
+
+    return objective
+
+
 def _program(model, leaves, unravel, chunking):
     """The compiled ``(Hessian of the log posterior, d natural / d unconstrained)``."""
+    objective = log_posterior(model, leaves, unravel, chunking)
 
     def natural(flat):
         return ravel_pytree(_constraints.to_constrained(leaves, unravel(flat)))[0]
 
     def run(flat_u, data, w, observed):
-        def objective(flat):
-            theta = _constraints.to_constrained(leaves, unravel(flat))
-
-            def rows(xb, wb, ob):
-                ll = model.unit_log_likelihood(theta, xb, ob)
-                return jnp.sum(jnp.where(wb > 0, wb * ll, 0)), None
-
-            total, _ = _chunks.rows_sum(rows, chunking, data, w, observed, checkpoint=True)
-            return total + model.log_prior(theta)
-
-        return jax.hessian(objective)(flat_u), jax.jacfwd(natural)(flat_u)
+        return jax.hessian(objective)(flat_u, data, w, observed), jax.jacfwd(natural)(flat_u)
 
     return jax.jit(run)
 

@@ -8,6 +8,7 @@ delta method, so the two must agree.
 """
 
 import functools
+import importlib
 import warnings
 
 import jax
@@ -439,13 +440,14 @@ def test_standard_errors_with_missing_values_marginalized_equal_finite_differenc
 # -- the bootstrap -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_bootstrap_replicates_are_em_fits_and_agree_with_the_hessian():
-    """Each replicate equals em.fit on its multinomial weights from the same start; the
-    bootstrap standard errors are within 20% of the observed-information ones."""
+    """Started at the fit, each replicate equals em.fit on its multinomial weights from
+    the same start (each replicate passes over only its resampled rows, em.fit over all);
+    the bootstrap standard errors are within 20% of the observed-information ones."""
     from jaxem.bootstrap import _weights
 
     with jax.enable_x64(True):
         model, params = fitted(False)
-        boot = em.bootstrap(model, X, params, 100, key=7, tol=1e-10)
+        boot = em.bootstrap(model, X, params, 100, key=7, tol=1e-10, start="fit")
         se = em.standard_errors(model, params, X)
         weights = np.asarray(_weights(jax.random.key(7), np.ones(N), 100))
         for b in (0, 41):
@@ -460,6 +462,76 @@ def test_bootstrap_replicates_are_em_fits_and_agree_with_the_hessian():
     assert np.all(params.components.mean < upper.components.mean)
 
 
+def test_newton_started_replicates_are_the_em_fits_in_fewer_iterations():
+    """start="newton" (the default) changes where EM starts, not where it ends: every
+    replicate equals em.fit from the fit on its weights (both to a tight tol), after a
+    fraction of the iterations."""
+    from jaxem.bootstrap import _weights
+
+    with jax.enable_x64(True):
+        model, params = fitted(False)
+        newton = em.bootstrap(model, X, params, 12, key=7, tol=1e-13, max_iter=5000)
+        plain = em.bootstrap(model, X, params, 12, key=7, tol=1e-13, max_iter=5000, start="fit")
+        weights = np.asarray(_weights(jax.random.key(7), np.ones(N), 12))
+        for b in (0, 5, 11):
+            one = em.fit(model, X, init=params, sample_weight=weights[b], tol=1e-13, max_iter=5000)
+            for got, want in zip(
+                jax.tree.leaves(jax.tree.map(lambda a, b=b: a[b], newton.samples)),
+                jax.tree.leaves(one.params),
+                strict=True,
+            ):
+                np.testing.assert_allclose(got, want, rtol=2e-5)
+    assert newton.start == "newton" and plain.start == "fit"
+    assert newton.converged.all() and newton.n_iter.sum() < plain.n_iter.sum() / 4
+    with pytest.raises(ValueError, match="start"):
+        em.bootstrap(model, X, params, 10, key=0, start="random")
+
+
+@pytest.mark.slow
+def test_batched_replicates_equal_the_replicates_in_turn():
+    """The accelerators' path (all replicates stepped together under vmap, every unit
+    weighted), forced on the CPU, gives the replicates of the CPU's path (one after the
+    other, each over its resampled units only), with and without the Newton steps."""
+    boot_module = importlib.import_module("jaxem.bootstrap")  # (em.bootstrap is the function)
+    with jax.enable_x64(True):
+        model, params = fitted(False)
+        runs = {}
+        for start in ("newton", "fit"):
+            runs[start, True] = em.bootstrap(model, X, params, 12, key=7, tol=1e-13, start=start)
+            original = boot_module._in_turn
+            boot_module._in_turn = lambda *args: False
+            try:
+                runs[start, False] = em.bootstrap(
+                    model, X, params, 12, key=7, tol=1e-13, start=start
+                )
+            finally:
+                boot_module._in_turn = original
+    for start in ("newton", "fit"):
+        turn, together = runs[start, True], runs[start, False]
+        assert turn.start == together.start == start and together.converged.all()
+        for got, want in zip(
+            jax.tree.leaves(together.samples), jax.tree.leaves(turn.samples), strict=True
+        ):
+            np.testing.assert_allclose(got, want, rtol=2e-5)
+
+
+def test_newton_start_holds_fixed_entries_and_falls_back_where_it_cannot_step():
+    """fixed= entries stay exactly at the fit through the Newton steps; where the
+    information has a null direction (two identical components) every replicate starts
+    at the fit, and the result says so."""
+    with jax.enable_x64(True):
+        model, params = fitted(False)
+        held = em.bootstrap(model, X, params, 8, key=1, fixed={"weights"})
+        same = em.MixtureParams(
+            np.array([0.5, 0.5]), em.NormalParams(np.array([0.5, 0.5]), np.array([2.0, 2.0]))
+        )
+        flat = em.bootstrap(model, X, same, 4, key=1, max_iter=3)
+    assert held.start == "newton"
+    np.testing.assert_array_equal(held.samples.weights, np.broadcast_to(params.weights, (8, 2)))
+    assert np.all(held.standard_errors.components.mean > 0)
+    assert flat.start == "fit"
+
+
 def test_bootstrap_undoes_label_switching():
     """Replicates started from the fit with its components swapped come back matched."""
     with jax.enable_x64(True):
@@ -471,6 +543,7 @@ def test_bootstrap_undoes_label_switching():
         boot = em.bootstrap(model, X, swapped, 20, key=3, tol=1e-10)
         direct = em.bootstrap(model, X, params, 20, key=3, tol=1e-10)
     # Matched to the (swapped) reference, every replicate keeps its order.
+    assert boot.start == direct.start == "newton"
     assert np.all(boot.samples.components.mean[:, 0] > boot.samples.components.mean[:, 1])
     np.testing.assert_allclose(
         boot.samples.components.mean[:, ::-1], direct.samples.components.mean, rtol=1e-9
@@ -483,6 +556,7 @@ def test_parametric_bootstrap_and_errors():
         model, params = fitted(False)
         boot = em.bootstrap(model, X, params, 100, key=5, kind="parametric", tol=1e-10)
         se = em.standard_errors(model, params, X)
+    assert boot.start == "newton" and boot.converged.all()
     np.testing.assert_allclose(boot.standard_errors.components.mean, se.components.mean, rtol=0.25)
     with pytest.raises(ValueError, match="kind"):
         em.bootstrap(model, X, params, 10, key=0, kind="jackknife")
