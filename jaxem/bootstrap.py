@@ -62,7 +62,7 @@ class BootstrapResult(NamedTuple):
         standard_errors: their standard deviation (``ddof=1``), shaped like the parameters.
         objectives: ``(n_boot,)`` each replicate's final objective (on its own data).
         converged: ``(n_boot,)`` whether each replicate met ``tol``.
-        n_iter: ``(n_boot,)`` EM iterations of each replicate.
+        n_iter: ``(n_boot,)`` EM iterations of each replicate (after its Newton steps).
         start: ``"newton"`` when each replicate took Newton steps before
             EM, ``"fit"`` when they all started EM at the fit.
     """
@@ -118,15 +118,23 @@ def _program(
         begin, keep_going, step = _em_parts(
             model, x, w, NO_EXTRA, tol, hist_len, accelerate, chunking, masks
         )
-        if newton is not None:
+        if newton is None:
+            state = begin(start)
+        else:
             leaves, unravel = newton
             flat_u, cov = shared
             moved, predicted, start_objective = per
             best = _chord(
                 objective, x, w, flat_u, cov, moved, start_objective, predicted, tol * jnp.sum(w)
             )
-            start = _back(leaves, unravel, masks, start, best)
-        state = jax.lax.while_loop(lambda s: keep_going(s, max_iter), step, begin(start))
+            # One EM step from where the Newton steps ended. If EM goes down from
+            # there (no iteration kept), that point is not EM's fixed point (an
+            # M-step that is not the objective's maximiser): start at the fit.
+            state = begin(_back(leaves, unravel, masks, start, best))
+            state = jax.lax.cond(max_iter > 0, step, lambda s: s, state)
+            dropped = (state.n_iter == 0) & jnp.any(best != flat_u) & (max_iter > 0)
+            state = jax.lax.cond(dropped, lambda: begin(start), lambda: state)
+        state = jax.lax.while_loop(lambda s: keep_going(s, max_iter), step, state)
         return state.point.params, state.point.objective, state.converged, state.n_iter
 
     if not in_turn:
@@ -240,26 +248,40 @@ def _compact_size(weights: jax.Array) -> int | None:
 
 
 def _newton_information(
-    model, x, params, sample_weight, fixed, lengths, chunk_size, n_boot, n_observations
+    model, x, params, sample_weight, fixed, masks, lengths, chunk_size, n_boot, n_observations
 ):
-    """``(flat_u, unravel, leaves, cov)`` for the replicates' Newton step, or ``None``.
+    """``(flat_u, unravel, leaves, cov)`` for the replicates' Newton steps, or ``None``.
 
     ``cov`` is ``(U, U)``: the inverse observed information on the free
     unconstrained coordinates (:mod:`jaxem.uncertainty`), zero elsewhere, so
     entries held by ``fixed=`` or by the model do not move. ``None`` (every
-    replicate starts at the fit) when the information cannot be used: a
-    structured covariance family, directions without information, fewer
-    than ``_OBSERVATIONS_PER_COORDINATE`` observations per coordinate, or
-    more coordinates than pay for their Hessian (``U > max(64, n_boot)``:
-    the Hessian costs about ``U`` passes over the data, the steps save each
-    replicate tens of EM iterations).
+    replicate starts at the fit) where the steps would not find EM's fixed
+    points or would not pay:
+
+    * a family that adds a ridge to its covariances (``reg_covar > 0``): EM's
+      fixed point is then not the maximum of the objective the steps climb;
+    * a structured covariance family (mclust's tied coordinates), or single
+      entries of a simplex held by ``fixed=``: the information is not taken
+      in those coordinates;
+    * more than ``max(64, n_boot)`` free coordinates (the Hessian costs about
+      one pass over the data per coordinate), or fewer than
+      ``_OBSERVATIONS_PER_COORDINATE`` observations per free coordinate;
+    * directions without information.
     """
-    if any(getattr(f, "tied_coordinates", False) for f in _uncertainty._families_of(model)):
+    families = _uncertainty._families_of(model)
+    if any(
+        getattr(f, "reg_covar", 0) > 0 or getattr(f, "tied_coordinates", False) for f in families
+    ):
         return None
     leaves = _constraints.broadcast(model.constraints, params)
-    flat_u, unravel = ravel_pytree(_constraints.to_unconstrained(leaves, params))
-    too_few = n_observations < _OBSERVATIONS_PER_COORDINATE * flat_u.size
-    if flat_u.size > max(64, n_boot) or too_few:
+    u = _constraints.to_unconstrained(leaves, params)
+    flat_u, unravel = ravel_pytree(u)
+    held = _uncertainty._merge(masks, model._held_entries(params))
+    try:
+        free = int(np.sum(_uncertainty._free_unconstrained(leaves, u, held)))
+    except ValueError:  # single simplex entries held: no coordinates of their own
+        return None
+    if free > max(64, n_boot) or n_observations < _OBSERVATIONS_PER_COORDINATE * free:
         return None
     info = _uncertainty._information(
         model, params, x, sample_weight, fixed, lengths, None, chunk_size
@@ -358,11 +380,15 @@ def _permutations(agreement: np.ndarray) -> np.ndarray:
     for every replicate; greedily beyond.
     """
     n_boot, k = agreement.shape[:2]
-    if k <= 7:
-        perms = np.array(list(itertools.permutations(range(k))))  # (P, K)
-        scores = agreement[:, np.arange(k), perms].sum(axis=2)  # (n_boot, P)
-        return perms[np.argmax(scores, axis=1)]
-    return np.stack([_greedy_permutation(a) for a in agreement])
+    if k > 7:
+        return np.stack([_greedy_permutation(a) for a in agreement])
+    perms = np.array(list(itertools.permutations(range(k))))  # (P, K)
+    block = max(1, 2**20 // perms.size)  # replicates at a time: (block, P, K) stays small
+    best = []
+    for lo in range(0, n_boot, block):
+        scores = agreement[lo : lo + block, np.arange(k), perms].sum(axis=2)  # (block, P)
+        best.append(perms[np.argmax(scores, axis=1)])
+    return np.concatenate(best)
 
 
 def _greedy_permutation(agreement: np.ndarray) -> np.ndarray:
@@ -455,21 +481,26 @@ def bootstrap(
             information (computed once, as :func:`em.standard_errors` does),
             while a step raises its objective by more than ``tol`` and by
             at least a quarter of the gain its quadratic model predicts (at
-            most six steps); EM starts at the best point. A replicate's estimate lies
-            about ``1/√N`` from the fit, which EM crosses in tens of
-            iterations; each step shrinks that distance by a factor of
-            order ``1/√N``. EM's fixed points and stopping rule are
-            unchanged. Falls back to ``"fit"`` (``result.start`` says which
-            ran) where the information is unusable: directions without
-            information, mclust's structured covariances, fewer than 10
-            observations (rows; an HMM's steps) per unconstrained
-            coordinate (the quadratic model is
-            poor there, and on multimodal likelihoods a replicate may reach
-            another local maximum than EM from the fit), or more than
-            ``max(64, n_boot)`` coordinates (the Hessian would cost more
-            than it saves). Use ``"fit"`` for a model whose log-likelihood
-            autodiff cannot differentiate, or to follow EM's own path from
-            the fit exactly (as a loop of ``em.fit(init=params)`` does).
+            most six steps); EM starts at the best point. A replicate's
+            estimate lies about ``1/√N`` from the fit, which EM crosses in
+            tens of iterations; each step shrinks that distance by a factor
+            of order ``1/√N``. EM's stopping rule is unchanged, and so is
+            its fixed point where the replicate's likelihood has a single
+            maximum near the fit. Falls back to ``"fit"`` (``result.start`` says which
+            ran) where the steps would not find EM's fixed points or would
+            not pay: a covariance ridge (``reg_covar > 0``, EM's fixed point
+            is then not the objective's maximum), directions without
+            information, mclust's structured covariances, single simplex
+            entries held by ``fixed=``, fewer than 10 observations (rows;
+            an HMM's steps) per free unconstrained coordinate (the
+            quadratic model is poor there, and on multimodal likelihoods a
+            replicate may reach another local maximum than EM from the
+            fit), or more than ``max(64, n_boot)`` free coordinates (the
+            Hessian would cost more than it saves). A replicate whose
+            first EM step goes down from its Newton point restarts at the
+            fit. Use ``"fit"`` for a model whose log-likelihood autodiff
+            cannot differentiate, or to follow EM's own path from the fit
+            exactly (as a loop of ``em.fit(init=params)`` does).
         max_iter: EM iterations per replicate (after the Newton steps).
 
     Units are what ``em.fit`` weighs: rows of a mixture, whole sequences of
@@ -543,7 +574,7 @@ def bootstrap(
         # Observations, which the information grows with: rows, or an HMM's steps.
         seen = int(np.sum(data.mask)) if isinstance(model, HMM) else n
         newton = _newton_information(
-            model, x, params, sample_weight, fixed, lengths, chunk_size, n_boot, seen
+            model, x, params, sample_weight, fixed, masks, lengths, chunk_size, n_boot, seen
         )
     if newton is not None:
         flat_u, unravel, leaves, cov = newton

@@ -516,9 +516,14 @@ def test_batched_replicates_equal_the_replicates_in_turn():
 
 
 def test_newton_start_holds_fixed_entries_and_falls_back_where_it_cannot_step():
-    """fixed= entries stay exactly at the fit through the Newton steps; where the
-    information has a null direction (two identical components) every replicate starts
-    at the fit, and the result says so."""
+    """fixed= entries stay exactly at the fit through the Newton steps. Every replicate
+    starts EM at the fit where the steps cannot be taken: a null direction of the
+    information (two identical components), a single weight held fixed, a covariance
+    ridge (reg_covar: EM's fixed point is not the objective's maximum). Behind that
+    screen, EM itself rejects a Newton point that is not its fixed point (forced here by
+    hiding the ridge from the screen): those replicates restart at the fit, and the
+    result is start="fit"'s."""
+    boot_module = importlib.import_module("jaxem.bootstrap")  # (em.bootstrap is the function)
     with jax.enable_x64(True):
         model, params = fitted(False)
         held = em.bootstrap(model, X, params, 8, key=1, fixed={"weights"})
@@ -526,10 +531,29 @@ def test_newton_start_holds_fixed_entries_and_falls_back_where_it_cannot_step():
             np.array([0.5, 0.5]), em.NormalParams(np.array([0.5, 0.5]), np.array([2.0, 2.0]))
         )
         flat = em.bootstrap(model, X, same, 4, key=1, max_iter=3)
+        one_weight = em.MixtureParams(np.array([True, False]), False)
+        single = em.bootstrap(model, X, params, 4, key=1, fixed=one_weight, max_iter=3)
+        ridge = em.Mixture(em.MultivariateNormal("full", reg_covar=1e-3), 2)
+        rows = np.stack([X, np.roll(X, 7)], axis=1)
+        fit = em.fit(ridge, rows, key=0, tol=1e-12, max_iter=500).params
+        kw = dict(key=1, tol=1e-12, max_iter=5000)
+        screened = em.bootstrap(ridge, rows, fit, 6, **kw)
+        original = boot_module._uncertainty._families_of
+        boot_module._uncertainty._families_of = lambda model: []  # the screen sees no ridge
+        try:
+            unscreened = em.bootstrap(ridge, rows, fit, 6, **kw)
+        finally:
+            boot_module._uncertainty._families_of = original
     assert held.start == "newton"
     np.testing.assert_array_equal(held.samples.weights, np.broadcast_to(params.weights, (8, 2)))
     assert np.all(held.standard_errors.components.mean > 0)
-    assert flat.start == "fit"
+    assert flat.start == single.start == screened.start == "fit"
+    np.testing.assert_array_equal(single.samples.weights[:, 0], params.weights[0])
+    assert unscreened.start == "newton" and unscreened.converged.all()
+    for got, want in zip(
+        jax.tree.leaves(unscreened.samples), jax.tree.leaves(screened.samples), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-7)
 
 
 def test_bootstrap_undoes_label_switching():
