@@ -497,10 +497,11 @@ def bootstrap(
             replicate may reach another local maximum than EM from the
             fit), or more than ``max(64, n_boot)`` free coordinates (the
             Hessian would cost more than it saves). A replicate whose
-            first EM step goes down from its Newton point restarts at the
-            fit. Use ``"fit"`` for a model whose log-likelihood autodiff
-            cannot differentiate, or to follow EM's own path from the fit
-            exactly (as a loop of ``em.fit(init=params)`` does).
+            first EM step goes down from its Newton point (by more than
+            rounding) restarts at the fit. Use ``"fit"`` for a model whose
+            log-likelihood autodiff cannot differentiate, or to follow EM's
+            own path from the fit exactly (as a loop of
+            ``em.fit(init=params)`` does).
         max_iter: EM iterations per replicate (after the Newton steps).
 
     Units are what ``em.fit`` weighs: rows of a mixture, whole sequences of
